@@ -1,0 +1,513 @@
+//! Validation of the collector's JSON into typed events. Every problem is reported as
+//! a [`FieldError`] naming the item, the field and the reason; the first problem of a
+//! field wins, but all fields of all items are checked.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::types::*;
+
+/// Limits applied to every item. Defaults are documented on each field.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest id (`interaction_id`, `rating_id`, `customer_ref`, `agent_id`), in bytes. Default 128.
+    pub max_id_bytes: usize,
+    /// Longest other string (service, kind, product, region, team), in bytes. Default 256.
+    pub max_string_bytes: usize,
+    /// Longest comment, in bytes. Default 4000.
+    pub max_comment_bytes: usize,
+    /// Most attributes on one event. Default 32.
+    pub max_attributes: usize,
+    /// How far in the future `occurred_at` may lie (clock skew), in ms. Default 5 minutes.
+    pub max_future_ms: i64,
+    /// How far in the past `occurred_at` may lie, in ms. Default 30 days.
+    pub max_past_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_id_bytes: 128,
+            max_string_bytes: 256,
+            max_comment_bytes: 4000,
+            max_attributes: 32,
+            max_future_ms: 5 * 60 * 1000,
+            max_past_ms: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// One problem with one field of one item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Position of the item in the request (0 for a single object).
+    pub index: usize,
+    /// The field, e.g. `score` or `attributes.colour`.
+    pub field: String,
+    pub reason: String,
+}
+
+struct Item<'a> {
+    obj: &'a Map<String, Value>,
+    index: usize,
+    limits: &'a Limits,
+    now_ms: i64,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Item<'a> {
+    fn err(&mut self, field: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError {
+            index: self.index,
+            field: field.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn check_str(&mut self, field: &str, s: &str, max: usize) -> bool {
+        if s.is_empty() {
+            self.err(field, "must not be empty");
+            false
+        } else if s.len() > max {
+            self.err(
+                field,
+                format!("is {} bytes long; at most {max} allowed", s.len()),
+            );
+            false
+        } else if s
+            .chars()
+            .any(|c| c.is_control() && (field != "comment" || !matches!(c, '\n' | '\t' | '\r')))
+        {
+            self.err(field, "contains control characters");
+            false
+        } else {
+            true
+        }
+    }
+
+    fn opt_str(&mut self, field: &str, max: usize) -> Option<String> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => self.check_str(field, s, max).then(|| s.clone()),
+            Some(other) => {
+                self.err(
+                    field,
+                    format!("must be a string or null, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn req_str(&mut self, field: &str, max: usize) -> Option<String> {
+        if matches!(self.obj.get(field), None | Some(Value::Null)) {
+            self.err(field, "is required");
+            return None;
+        }
+        self.opt_str(field, max)
+    }
+
+    fn channel(&mut self) -> Option<Channel> {
+        let s = self.req_str("channel", self.limits.max_string_bytes)?;
+        s.parse().map_err(|e: String| self.err("channel", e)).ok()
+    }
+
+    fn timestamp(&mut self) -> Option<i64> {
+        let s = self.req_str("occurred_at", 64)?;
+        let t = match DateTime::parse_from_rfc3339(&s) {
+            Ok(t) => t.timestamp_millis(),
+            Err(e) => {
+                self.err(
+                    "occurred_at",
+                    format!("is not an RFC 3339 timestamp like 2026-11-28T10:00:00.123Z ({e})"),
+                );
+                return None;
+            }
+        };
+        if t > self.now_ms + self.limits.max_future_ms {
+            self.err(
+                "occurred_at",
+                format!(
+                    "lies {}s in the future; at most {}s of clock skew is accepted",
+                    (t - self.now_ms) / 1000,
+                    self.limits.max_future_ms / 1000
+                ),
+            );
+            return None;
+        }
+        if t < self.now_ms - self.limits.max_past_ms {
+            self.err(
+                "occurred_at",
+                format!(
+                    "is {} days old; at most {} days are accepted",
+                    (self.now_ms - t) / 86_400_000,
+                    self.limits.max_past_ms / 86_400_000
+                ),
+            );
+            return None;
+        }
+        Some(t)
+    }
+
+    fn attributes(&mut self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        match self.obj.get("attributes") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                if m.len() > self.limits.max_attributes {
+                    self.err(
+                        "attributes",
+                        format!(
+                            "has {} entries; at most {} allowed",
+                            m.len(),
+                            self.limits.max_attributes
+                        ),
+                    );
+                    return out;
+                }
+                for (k, v) in m {
+                    let field = format!("attributes.{k}");
+                    match v {
+                        Value::String(s) => {
+                            if self.check_str(&field, k, 64)
+                                && (s.is_empty()
+                                    || self.check_str(&field, s, self.limits.max_string_bytes))
+                            {
+                                out.insert(k.clone(), s.clone());
+                            }
+                        }
+                        other => self.err(
+                            &field,
+                            format!("must be a string, not {}", type_name(other)),
+                        ),
+                    }
+                }
+            }
+            Some(other) => self.err(
+                "attributes",
+                format!("must be an object of strings, not {}", type_name(other)),
+            ),
+        }
+        out
+    }
+
+    fn unknown_fields(&mut self, known: &[&str]) {
+        let unknown: Vec<String> = self
+            .obj
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        for k in unknown {
+            self.err(
+                &k,
+                format!(
+                    "is not a known field; known fields are {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+const INTERACTION_FIELDS: &[&str] = &[
+    "interaction_id",
+    "occurred_at",
+    "service",
+    "channel",
+    "kind",
+    "customer_ref",
+    "product",
+    "region",
+    "agent_id",
+    "team",
+    "attributes",
+];
+const RATING_FIELDS: &[&str] = &[
+    "rating_id",
+    "occurred_at",
+    "interaction_id",
+    "metric",
+    "score",
+    "comment",
+    "service",
+    "channel",
+    "customer_ref",
+    "product",
+    "region",
+    "attributes",
+];
+
+fn object<'a>(
+    v: &'a Value,
+    index: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a Map<String, Value>> {
+    match v {
+        Value::Object(o) => Some(o),
+        other => {
+            errors.push(FieldError {
+                index,
+                field: String::new(),
+                reason: format!("item must be a JSON object, not {}", type_name(other)),
+            });
+            None
+        }
+    }
+}
+
+/// Validates one interaction object.
+pub fn interaction(
+    v: &Value,
+    index: usize,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Interaction, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = object(v, index, &mut errors) else {
+        return Err(errors);
+    };
+    let mut it = Item {
+        obj,
+        index,
+        limits,
+        now_ms,
+        errors,
+    };
+    let l = limits;
+    let interaction_id = it.req_str("interaction_id", l.max_id_bytes);
+    let occurred_at = it.timestamp();
+    let service = it.req_str("service", l.max_string_bytes);
+    let channel = it.channel();
+    let kind = it.req_str("kind", l.max_string_bytes);
+    let customer_ref = it.req_str("customer_ref", l.max_id_bytes);
+    let product = it.opt_str("product", l.max_string_bytes);
+    let region = it.opt_str("region", l.max_string_bytes);
+    let agent_id = it.opt_str("agent_id", l.max_id_bytes);
+    let team = it.opt_str("team", l.max_string_bytes);
+    let attributes = it.attributes();
+    it.unknown_fields(INTERACTION_FIELDS);
+    if !it.errors.is_empty() {
+        return Err(it.errors);
+    }
+    Ok(Interaction {
+        interaction_id: interaction_id.expect("checked"),
+        occurred_at: occurred_at.expect("checked"),
+        service: service.expect("checked"),
+        channel: channel.expect("checked"),
+        kind: kind.expect("checked"),
+        customer_ref: customer_ref.expect("checked"),
+        product,
+        region,
+        agent_id,
+        team,
+        attributes,
+    })
+}
+
+/// Validates one rating object.
+pub fn rating(
+    v: &Value,
+    index: usize,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Rating, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(obj) = object(v, index, &mut errors) else {
+        return Err(errors);
+    };
+    let mut it = Item {
+        obj,
+        index,
+        limits,
+        now_ms,
+        errors,
+    };
+    let l = limits;
+    let rating_id = it.req_str("rating_id", l.max_id_bytes);
+    let occurred_at = it.timestamp();
+    let interaction_id = it.opt_str("interaction_id", l.max_id_bytes);
+    let metric: Option<Metric> = it
+        .req_str("metric", l.max_string_bytes)
+        .and_then(|s| s.parse().map_err(|e: String| it.err("metric", e)).ok());
+    let score = match obj.get("score") {
+        None | Some(Value::Null) => {
+            it.err("score", "is required");
+            None
+        }
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(s) => Some(s),
+            None => {
+                it.err("score", format!("must be a whole number, not {n}"));
+                None
+            }
+        },
+        Some(other) => {
+            it.err(
+                "score",
+                format!("must be a whole number, not {}", type_name(other)),
+            );
+            None
+        }
+    };
+    if let (Some(m), Some(s)) = (metric, score) {
+        let (lo, hi) = m.score_range();
+        if s < lo as i64 || s > hi as i64 {
+            it.err(
+                "score",
+                format!("{s} is out of range for {m}: expected {lo} to {hi}"),
+            );
+        }
+    }
+    let comment = match obj.get("comment") {
+        Some(Value::String(s)) if s.is_empty() => None,
+        _ => it.opt_str("comment", l.max_comment_bytes),
+    };
+    let service = it.req_str("service", l.max_string_bytes);
+    let channel = it.channel();
+    let customer_ref = it.req_str("customer_ref", l.max_id_bytes);
+    let product = it.opt_str("product", l.max_string_bytes);
+    let region = it.opt_str("region", l.max_string_bytes);
+    let attributes = it.attributes();
+    it.unknown_fields(RATING_FIELDS);
+    if !it.errors.is_empty() {
+        return Err(it.errors);
+    }
+    Ok(Rating {
+        rating_id: rating_id.expect("checked"),
+        occurred_at: occurred_at.expect("checked"),
+        interaction_id,
+        metric: metric.expect("checked"),
+        score: score.expect("checked") as i32,
+        comment,
+        service: service.expect("checked"),
+        channel: channel.expect("checked"),
+        customer_ref: customer_ref.expect("checked"),
+        product,
+        region,
+        attributes,
+    })
+}
+
+/// RFC 3339 with milliseconds and `Z`, the collector's timestamp format.
+pub fn format_ts(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn opt(v: &Option<String>) -> Value {
+    v.as_ref()
+        .map(|s| Value::String(s.clone()))
+        .unwrap_or(Value::Null)
+}
+
+/// The collector JSON of an interaction (inverse of [`interaction`]).
+pub fn interaction_to_json(i: &Interaction) -> Value {
+    serde_json::json!({
+        "interaction_id": i.interaction_id, "occurred_at": format_ts(i.occurred_at), "service": i.service,
+        "channel": i.channel.as_str(), "kind": i.kind, "customer_ref": i.customer_ref, "product": opt(&i.product),
+        "region": opt(&i.region), "agent_id": opt(&i.agent_id), "team": opt(&i.team), "attributes": i.attributes,
+    })
+}
+
+/// The collector JSON of a rating (inverse of [`rating`]).
+pub fn rating_to_json(r: &Rating) -> Value {
+    serde_json::json!({
+        "rating_id": r.rating_id, "occurred_at": format_ts(r.occurred_at), "interaction_id": opt(&r.interaction_id),
+        "metric": r.metric.as_str(), "score": r.score, "comment": opt(&r.comment), "service": r.service,
+        "channel": r.channel.as_str(), "customer_ref": r.customer_ref, "product": opt(&r.product),
+        "region": opt(&r.region), "attributes": r.attributes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    fn good_rating() -> Value {
+        json!({"rating_id": "r1", "occurred_at": format_ts(NOW - 1000), "interaction_id": "i1", "metric": "csat",
+               "score": 4, "comment": "ok", "service": "survey", "channel": "email", "customer_ref": "c1"})
+    }
+
+    #[test]
+    fn round_trip_through_json() {
+        let r = rating(&good_rating(), 0, &Limits::default(), NOW).unwrap();
+        assert_eq!(r.occurred_at, NOW - 1000);
+        assert_eq!(
+            rating(&rating_to_json(&r), 0, &Limits::default(), NOW).unwrap(),
+            r
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut v = good_rating();
+        v["score"] = json!(6);
+        v["channel"] = json!("fax");
+        v["colour"] = json!("red");
+        v["occurred_at"] = json!("yesterday");
+        let errs = rating(&v, 3, &Limits::default(), NOW).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| (e.index, e.field.as_str())).collect();
+        assert_eq!(
+            fields,
+            vec![
+                (3, "occurred_at"),
+                (3, "score"),
+                (3, "channel"),
+                (3, "colour")
+            ]
+        );
+        assert_eq!(
+            errs[1].reason,
+            "6 is out of range for csat: expected 1 to 5"
+        );
+    }
+
+    #[test]
+    fn score_ranges_per_metric() {
+        for (metric, lo, hi) in [("csat", 1, 5), ("nps", 0, 10), ("ces", 1, 7)] {
+            for s in lo - 1..=hi + 1 {
+                let mut v = good_rating();
+                v["metric"] = json!(metric);
+                v["score"] = json!(s);
+                assert_eq!(
+                    rating(&v, 0, &Limits::default(), NOW).is_ok(),
+                    (lo..=hi).contains(&s),
+                    "{metric} {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused() {
+        let l = Limits::default();
+        for (offset, ok) in [
+            (l.max_future_ms + 1000, false),
+            (l.max_future_ms - 1000, true),
+            (-l.max_past_ms - 1000, false),
+        ] {
+            let mut v = good_rating();
+            v["occurred_at"] = json!(format_ts(NOW + offset));
+            assert_eq!(rating(&v, 0, &l, NOW).is_ok(), ok, "{offset}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Local stack without Docker: Apache Kafka 4.x (KRaft, from Maven Central jars) and
+# ClickHouse (Debian's clickhouse-server) on loopback, data under <repo>/.local/.
+#
+#   deploy/local/stack.sh install   # apt/mvn/pip what is missing (idempotent)
+#   deploy/local/stack.sh start     # install, then start both and wait until they answer
+#   deploy/local/stack.sh stop      # stop what this script started (by pid)
+#   deploy/local/stack.sh status    # exit 0 when both answer
+#   deploy/local/stack.sh reset     # stop and delete the data folder
+#
+# Environment: FEEDBACK_LOCAL_DIR (data folder, default <repo>/.local),
+# KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_HTTP_PORT (8123),
+# CLICKHOUSE_TCP_PORT (9000), START_TIMEOUT_SECS (120).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+LOCAL="${FEEDBACK_LOCAL_DIR:-$ROOT/.local}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+CH_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
+CH_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+START_TIMEOUT_SECS="${START_TIMEOUT_SECS:-120}"
+KAFKA_LIBS="$LOCAL/kafka/libs"
+KAFKA_DIR="$LOCAL/kafka"
+CH_DIR="$LOCAL/clickhouse"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+need_apt=()
+install() {
+  command -v java >/dev/null || need_apt+=(default-jre-headless)
+  command -v mvn >/dev/null || need_apt+=(maven)
+  [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server)
+  command -v clickhouse-client >/dev/null || need_apt+=(clickhouse-client)
+  command -v curl >/dev/null || need_apt+=(curl)
+  python3 -c 'import fastavro' 2>/dev/null || PIP_NEEDED=1
+  if [ "${#need_apt[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if [ "${PIP_NEEDED:-0}" = 1 ]; then
+    log "installing Python packages: fastavro"
+    python3 -m pip install -q fastavro 2>&1 | grep -v 'Running pip as the' || true
+  fi
+  if [ ! -f "$KAFKA_LIBS/.complete" ] || ! cmp -s "$HERE/pom.xml" "$KAFKA_LIBS/.complete"; then
+    log "fetching Apache Kafka jars from Maven Central (deploy/local/pom.xml)"
+    rm -rf "$KAFKA_LIBS"; mkdir -p "$KAFKA_LIBS"
+    mvn -q -B -f "$HERE/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$KAFKA_LIBS" || die "mvn could not fetch the Kafka jars; see the output above"
+    cp "$HERE/pom.xml" "$KAFKA_LIBS/.complete"
+  fi
+}
+
+render() { # template dest
+  sed -e "s#@DATA@#$3#g" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
+      -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" "$1" > "$2"
+}
+
+check_port_free() { # port what
+  if port_open "$1"; then
+    die "port 127.0.0.1:$1 is already taken by another process (wanted for $2); stop it, or set the port variable (see the head of deploy/local/stack.sh)"
+  fi
+}
+
+kafka_java() {
+  java -Xms256m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR/logs" \
+    -cp "$KAFKA_LIBS/*" "$@"
+}
+
+start_kafka() {
+  if pid_alive "$KAFKA_DIR/pid"; then log "kafka already running (pid $(cat "$KAFKA_DIR/pid"))"; return; fi
+  check_port_free "$KAFKA_PORT" "the Kafka broker"
+  check_port_free "$CONTROLLER_PORT" "the Kafka KRaft controller"
+  mkdir -p "$KAFKA_DIR/data" "$KAFKA_DIR/logs"
+  render "$HERE/kafka/server.properties" "$KAFKA_DIR/server.properties" "$KAFKA_DIR"
+  cp "$HERE/kafka/log4j2.properties" "$KAFKA_DIR/log4j2.properties"
+  if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
+    log "formatting KRaft storage"
+    kafka_java kafka.tools.StorageTool format --standalone -t "$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)" \
+      -c "$KAFKA_DIR/server.properties" >"$KAFKA_DIR/logs/format.log" 2>&1 \
+      || die "kafka storage format failed; see $KAFKA_DIR/logs/format.log"
+  fi
+  log "starting kafka on 127.0.0.1:$KAFKA_PORT"
+  nohup java -Xms512m -Xmx1g -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR/logs" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_DIR/server.properties" >"$KAFKA_DIR/logs/stdout.log" 2>&1 &
+  echo $! > "$KAFKA_DIR/pid"
+}
+
+start_clickhouse() {
+  if pid_alive "$CH_DIR/pid"; then log "clickhouse already running (pid $(cat "$CH_DIR/pid"))"; return; fi
+  check_port_free "$CH_HTTP_PORT" "ClickHouse HTTP"
+  check_port_free "$CH_TCP_PORT" "ClickHouse native TCP"
+  mkdir -p "$CH_DIR"/{data,tmp,log,user_files,format_schemas}
+  render "$HERE/clickhouse/config.xml" "$CH_DIR/config.xml" "$CH_DIR"
+  cp "$HERE/clickhouse/users.xml" "$CH_DIR/users.xml"
+  log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT"
+  (cd "$CH_DIR" && nohup /usr/sbin/clickhouse-server --config-file="$CH_DIR/config.xml" \
+    >"$CH_DIR/log/stdout.log" 2>&1 & echo $! > "$CH_DIR/pid")
+}
+
+kafka_ready() {
+  port_open "$KAFKA_PORT" && kafka_java org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1
+}
+clickhouse_ready() { [ "$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ]; }
+
+wait_ready() {
+  local deadline=$((SECONDS + START_TIMEOUT_SECS)) k=0 c=0
+  while [ $SECONDS -lt $deadline ]; do
+    [ $c = 1 ] || { clickhouse_ready && c=1 && log "clickhouse answers"; } || true
+    [ $k = 1 ] || { port_open "$KAFKA_PORT" && kafka_ready && k=1 && log "kafka answers"; } || true
+    [ $k = 1 ] && [ $c = 1 ] && return 0
+    pid_alive "$KAFKA_DIR/pid" || die "kafka exited during start; see $KAFKA_DIR/logs/server.log and stdout.log"
+    pid_alive "$CH_DIR/pid" || die "clickhouse exited during start; see $CH_DIR/log/clickhouse-server.err.log"
+    sleep 1
+  done
+  die "stack not ready after ${START_TIMEOUT_SECS}s (kafka=$k clickhouse=$c); see logs under $LOCAL"
+}
+
+stop_one() { # name pidfile
+  if pid_alive "$2"; then
+    local pid; pid="$(cat "$2")"
+    log "stopping $1 (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && { log "$1 did not stop in 30s, killing"; kill -9 "$pid" 2>/dev/null || true; }
+  fi
+  rm -f "$2"
+}
+
+status() {
+  local rc=0
+  if clickhouse_ready; then echo "clickhouse: up (http 127.0.0.1:$CH_HTTP_PORT)"; else echo "clickhouse: down"; rc=1; fi
+  if port_open "$KAFKA_PORT"; then echo "kafka: up (127.0.0.1:$KAFKA_PORT)"; else echo "kafka: down"; rc=1; fi
+  return $rc
+}
+
+case "${1:-}" in
+  install) install ;;
+  start)
+    install
+    if clickhouse_ready && port_open "$KAFKA_PORT" && ! pid_alive "$KAFKA_DIR/pid" && ! pid_alive "$CH_DIR/pid"; then
+      log "kafka and clickhouse already answer on their ports (started elsewhere); using them"; exit 0
+    fi
+    start_clickhouse; start_kafka; wait_ready; status ;;
+  stop) stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid" ;;
+  status) status ;;
+  reset) stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid"; rm -rf "$KAFKA_DIR/data" "$CH_DIR" ;;
+  kafka-tool) shift; kafka_java "$@" ;;
+  *) echo "usage: $0 install|start|stop|status|reset|kafka-tool CLASS ARGS..." >&2; exit 2 ;;
+esac
