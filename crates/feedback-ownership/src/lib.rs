@@ -1,1 +1,11 @@
+//! Ownership as code and the attribution engine.
+//!
+//! Architecture invariant: nothing here touches the network or a clock; the only I/O is
+//! [`Ownership::load_dir`] reading the ownership files. The engine is driven by the
+//! attributor binary and tested alone.
 
+mod engine;
+mod files;
+
+pub use engine::{Engine, EngineStats};
+pub use files::{Claim, Diagnostic, Matcher, Ownership, Severity, Team};
