@@ -1,1 +1,210 @@
+//! The ClickHouse side: schema migrations, row types and batched inserts, metric queries.
+//!
+//! Architecture invariant: only this crate and the sink/watch code of the binary talk to
+//! ClickHouse, and every query names the database explicitly (tests use fresh ones).
 
+pub mod migrations;
+mod rows;
+
+use std::time::Duration;
+
+pub use clickhouse;
+use clickhouse::Client;
+pub use rows::{DeadLetterRow, InteractionRow, RatingRow, Row};
+use serde::Deserialize;
+
+/// Default HTTP endpoint and database (contract).
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8123";
+pub const DEFAULT_DATABASE: &str = "feedback";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ClickHouse at {url}: {source}")]
+    Server {
+        url: String,
+        source: clickhouse::error::Error,
+    },
+    #[error("invalid database name {0:?}: use letters, digits and _")]
+    BadDatabase(String),
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ChConfig {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Default for ChConfig {
+    fn default() -> Self {
+        ChConfig {
+            url: DEFAULT_URL.into(),
+            database: DEFAULT_DATABASE.into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+}
+
+/// A ClickHouse handle bound to one database.
+#[derive(Clone)]
+pub struct Ch {
+    client: Client,
+    url: String,
+    db: String,
+}
+
+impl Ch {
+    pub fn new(cfg: &ChConfig) -> Result<Self, Error> {
+        if cfg.database.is_empty()
+            || !cfg
+                .database
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::BadDatabase(cfg.database.clone()));
+        }
+        let client = Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_password(&cfg.password)
+            .with_compression(clickhouse::Compression::None);
+        Ok(Ch {
+            client,
+            url: cfg.url.clone(),
+            db: cfg.database.clone(),
+        })
+    }
+
+    pub fn database(&self) -> &str {
+        &self.db
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn err(&self, source: clickhouse::error::Error) -> Error {
+        Error::Server {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    /// Runs one statement (DDL or other) with `{db}` filled in.
+    pub async fn execute(&self, sql: &str) -> Result<(), Error> {
+        self.client
+            .query(&migrations::render(sql, &self.db))
+            .execute()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs a query with `{db}` filled in and returns the rows.
+    pub async fn fetch<T: clickhouse::Row + for<'a> Deserialize<'a>>(
+        &self,
+        sql: &str,
+    ) -> Result<Vec<T>, Error> {
+        self.client
+            .query(&migrations::render(sql, &self.db))
+            .fetch_all::<T>()
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The server's version string.
+    pub async fn server_version(&self) -> Result<String, Error> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct V {
+            v: String,
+        }
+        let v: Vec<V> = self
+            .client
+            .query("SELECT version() AS v")
+            .fetch_all()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(v.into_iter().next().map(|v| v.v).unwrap_or_default())
+    }
+
+    /// Applies every migration not yet recorded. Returns the versions applied now.
+    pub async fn migrate(&self) -> Result<Vec<u32>, Error> {
+        self.execute("CREATE DATABASE IF NOT EXISTS {db}").await?;
+        self.execute(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) \
+             ENGINE = MergeTree() ORDER BY version",
+        )
+        .await?;
+        let done: Vec<u32> = self
+            .fetch("SELECT version FROM {db}.schema_migrations")
+            .await?;
+        let mut applied = Vec::new();
+        for m in migrations::MIGRATIONS {
+            if done.contains(&m.version) {
+                continue;
+            }
+            for s in m.statements {
+                self.execute(s).await?;
+            }
+            let name = m.name.replace('\\', "\\\\").replace('\'', "\\'");
+            self.execute(&format!(
+                "INSERT INTO {{db}}.schema_migrations (version, name, applied_at) VALUES ({}, '{name}', now())",
+                m.version
+            ))
+            .await?;
+            applied.push(m.version);
+        }
+        Ok(applied)
+    }
+
+    /// Inserts rows into `table` as one INSERT (RowBinary over HTTP): lands whole or not at all
+    /// as long as the batch stays under `max_insert_block_size`.
+    pub async fn insert<T: clickhouse::Row + serde::Serialize>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut ins = self
+            .client
+            .insert(&format!("{}.{}", self.db, table))
+            .map_err(|e| self.err(e))?
+            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
+        for r in rows {
+            ins.write(r).await.map_err(|e| self.err(e))?;
+        }
+        ins.end().await.map_err(|e| self.err(e))
+    }
+}
+
+/// One row of `{db}.team_metrics`.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct MetricRow {
+    pub team: String,
+    pub metric: String,
+    pub responses: u64,
+    pub positive: u64,
+    pub negative: u64,
+    pub score_sum: i64,
+    pub value: f64,
+}
+
+/// The metric query of `feedback watch` and the tests: one grain (`total`, `last_1h`, ...).
+pub const METRICS_BY_GRAIN_SQL: &str =
+    "SELECT team, metric, responses, positive, negative, score_sum, value \
+     FROM {db}.team_metrics WHERE grain = ? ORDER BY team, metric";
+
+impl Ch {
+    pub async fn metrics(&self, grain: &str) -> Result<Vec<MetricRow>, Error> {
+        self.client
+            .query(&migrations::render(METRICS_BY_GRAIN_SQL, &self.db))
+            .bind(grain)
+            .fetch_all()
+            .await
+            .map_err(|e| self.err(e))
+    }
+}

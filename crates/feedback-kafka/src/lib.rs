@@ -1,1 +1,209 @@
+//! The Kafka side of the pipeline.
+//!
+//! - [`FeedbackProducer`]: the producer library a service embeds to emit interactions and
+//!   ratings (idempotent, `acks=all`, Avro single-object encoded, keyed as the contract says).
+//! - [`KafkaConfig`] and [`Topics`]: connection settings and topic names shared by every
+//!   component.
+//! - [`admin`]: topic creation.
+//!
+//! Architecture invariant: outside the `feedback` binary, only this crate touches rdkafka.
 
+pub mod admin;
+
+use std::time::Duration;
+
+use feedback_events::{Encoded, Interaction, Rating};
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+pub use rdkafka;
+
+/// Default broker list (contract).
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// Topic names (contract defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub interactions: String,
+    pub ratings: String,
+    pub attributed: String,
+    pub deadletter: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics::with_prefix("")
+    }
+}
+
+impl Topics {
+    /// The contract names, each preceded by `prefix` (tests use a fresh prefix each).
+    pub fn with_prefix(prefix: &str) -> Self {
+        Topics {
+            interactions: format!("{prefix}feedback.interactions.v1"),
+            ratings: format!("{prefix}feedback.ratings.v1"),
+            attributed: format!("{prefix}feedback.attributed.v1"),
+            deadletter: format!("{prefix}feedback.deadletter.v1"),
+        }
+    }
+
+    pub fn all(&self) -> [&str; 4] {
+        [
+            &self.interactions,
+            &self.ratings,
+            &self.attributed,
+            &self.deadletter,
+        ]
+    }
+}
+
+/// Connection settings common to every client.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Extra librdkafka properties (`key=value`), applied last; e.g. security settings.
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: DEFAULT_BROKERS.to_string(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A librdkafka configuration with the brokers and extra properties set.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("client.id", "feedback");
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Why an event was not acknowledged by Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum ProduceError {
+    #[error("cannot create the Kafka producer for {brokers}: {source}")]
+    Create { brokers: String, source: KafkaError },
+    #[error("Kafka did not acknowledge event {id:?} on topic {topic}: {source}")]
+    Delivery {
+        id: String,
+        topic: String,
+        source: KafkaError,
+    },
+}
+
+/// Where Kafka stored an acknowledged event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The producer library: emits interactions and ratings with the contract's encoding and keys.
+///
+/// Idempotent (`enable.idempotence=true`, which implies `acks=all`), so retries inside
+/// librdkafka never duplicate or reorder. A returned `Ok` means every event of the call was
+/// acknowledged by all in-sync replicas.
+#[derive(Clone)]
+pub struct FeedbackProducer {
+    producer: FutureProducer,
+    topics: Topics,
+    timeout: Duration,
+}
+
+impl FeedbackProducer {
+    pub fn new(kafka: &KafkaConfig, topics: Topics) -> Result<Self, ProduceError> {
+        let producer: FutureProducer = kafka
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|source| ProduceError::Create {
+                brokers: kafka.brokers.clone(),
+                source,
+            })?;
+        Ok(FeedbackProducer {
+            producer,
+            topics,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    async fn send_all<'a>(
+        &self,
+        topic: &str,
+        items: impl Iterator<Item = (&'a str, &'a str, Vec<u8>)>,
+    ) -> Result<Vec<Ack>, ProduceError> {
+        let futures: Vec<_> = items
+            .map(|(id, key, payload)| {
+                let producer = &self.producer;
+                let timeout = self.timeout;
+                async move {
+                    let rec = FutureRecord::to(topic).key(key).payload(&payload);
+                    producer
+                        .send(rec, timeout)
+                        .await
+                        .map(|d| Ack {
+                            partition: d.partition,
+                            offset: d.offset,
+                        })
+                        .map_err(|(source, _)| ProduceError::Delivery {
+                            id: id.to_string(),
+                            topic: topic.to_string(),
+                            source,
+                        })
+                }
+            })
+            .collect();
+        join_all(futures).await.into_iter().collect()
+    }
+
+    /// Sends interactions (key: `interaction_id`) and waits for every acknowledgement.
+    pub async fn send_interactions(&self, items: &[Interaction]) -> Result<Vec<Ack>, ProduceError> {
+        self.send_all(
+            &self.topics.interactions,
+            items.iter().map(|i| {
+                (
+                    i.interaction_id.as_str(),
+                    i.interaction_id.as_str(),
+                    i.encode(),
+                )
+            }),
+        )
+        .await
+    }
+
+    /// Sends ratings (key: `interaction_id`, else `rating_id`) and waits for every acknowledgement.
+    pub async fn send_ratings(&self, items: &[Rating]) -> Result<Vec<Ack>, ProduceError> {
+        self.send_all(
+            &self.topics.ratings,
+            items
+                .iter()
+                .map(|r| (r.rating_id.as_str(), r.key(), r.encode())),
+        )
+        .await
+    }
+
+    /// Waits until everything queued is delivered (for shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}

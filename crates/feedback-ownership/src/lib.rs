@@ -4,8 +4,8 @@
 //! [`Ownership::load_dir`] reading the ownership files. The engine is driven by the
 //! attributor binary and tested alone.
 
-mod engine;
 mod files;
 
-pub use engine::{Engine, EngineStats};
+pub mod engine;
+pub use engine::{Engine, EngineStats, Outcome};
 pub use files::{Claim, Diagnostic, Matcher, Ownership, Severity, Team};

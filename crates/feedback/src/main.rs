@@ -1,1 +1,237 @@
-fn main() {}
+//! `feedback`: one binary for every component of the feedback pipeline.
+//!
+//! Every option can be given as a flag, as an environment variable (named in `--help`) or
+//! in a TOML file passed with `--config` (keys are the long flag names without `--`, e.g.
+//! `brokers = "127.0.0.1:9092"`). Precedence: flag > environment > file > default.
+
+mod attributor;
+mod collector;
+mod config;
+mod loadgen;
+mod metrics;
+mod probe;
+mod shutdown;
+mod sink;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Common;
+
+#[derive(Parser)]
+#[command(
+    name = "feedback",
+    version,
+    about = "Customer feedback to the teams who can act on it, live.",
+    long_about = "Customer feedback to the teams who can act on it, live.\n\n\
+Options can come from flags, from the environment variable shown with each, or from a TOML file \
+given with --config / FEEDBACK_CONFIG whose keys are the long flag names (e.g. brokers = \"127.0.0.1:9092\"). \
+Precedence: flag > environment > file > default."
+)]
+struct Cli {
+    /// TOML file with option values (keys are long flag names without the leading --).
+    #[arg(long, global = true, env = "FEEDBACK_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the Kafka topics (idempotent).
+    Topics {
+        #[command(flatten)]
+        common: Common,
+        /// Partitions per topic.
+        #[arg(long, env = "FEEDBACK_TOPIC_PARTITIONS", default_value_t = 4)]
+        partitions: i32,
+        /// Replication factor (1 on the local single-broker stack; 3 in production).
+        #[arg(long, env = "FEEDBACK_TOPIC_REPLICATION", default_value_t = 1)]
+        replication: i32,
+    },
+    /// Create or upgrade the ClickHouse schema (idempotent, versioned).
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// HTTP collector: POST /v1/interactions and /v1/ratings → Kafka.
+    Collector(collector::Args),
+    /// Attribute every event to its team and join ratings to interactions.
+    Attributor(attributor::Args),
+    /// Land attributed events in ClickHouse in batches.
+    Sink(sink::Args),
+    /// Generate a realistic synthetic workload against the collector.
+    Loadgen(loadgen::Args),
+    /// Live per-team CSAT, NPS and CES in the terminal, from ClickHouse.
+    Watch(watch::Args),
+    /// Measure the time from a rating's 202 to its team's aggregate changing.
+    Probe(probe::Args),
+    /// Ownership files: `feedback ownership check`.
+    Ownership {
+        #[command(subcommand)]
+        command: OwnershipCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OwnershipCommand {
+    /// Validate the ownership files; exits non-zero on errors.
+    Check {
+        /// Directory holding one <team>.toml per team.
+        #[arg(
+            long,
+            env = "FEEDBACK_OWNERSHIP_DIR",
+            default_value = "deploy/ownership"
+        )]
+        ownership_dir: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    if let Err(e) = config::load_file_into_env() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    let _ = &cli.config;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FEEDBACK_LOG")
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Topics {
+            common,
+            partitions,
+            replication,
+        } => {
+            let created = feedback_kafka::admin::ensure_topics(
+                &common.kafka(),
+                &common.topics(),
+                partitions,
+                replication,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
+            for t in common.topics().all() {
+                println!(
+                    "{t}: {}",
+                    if created.iter().any(|c| c == t) {
+                        "created"
+                    } else {
+                        "exists"
+                    }
+                );
+            }
+        }
+        Command::Migrate { common } => {
+            let ch = common.clickhouse()?;
+            let version = ch.server_version().await?;
+            let applied = ch.migrate().await?;
+            println!(
+                "ClickHouse {version}, database {}: {}",
+                ch.database(),
+                if applied.is_empty() {
+                    "up to date".to_string()
+                } else {
+                    format!("applied migrations {applied:?}")
+                }
+            );
+        }
+        Command::Collector(a) => collector::run(a, shutdown::signal()).await?,
+        Command::Attributor(a) => attributor::run(a, shutdown::signal()).await?,
+        Command::Sink(a) => sink::run(a, shutdown::signal()).await?,
+        Command::Loadgen(a) => loadgen::run(a).await?,
+        Command::Watch(a) => watch::run(a).await?,
+        Command::Probe(a) => probe::run(a).await?,
+        Command::Ownership {
+            command: OwnershipCommand::Check { ownership_dir },
+        } => {
+            return Ok(ownership_check(&ownership_dir));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ownership_check(dir: &std::path::Path) -> ExitCode {
+    let mut files = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "error: cannot read ownership directory {}: {e}",
+                dir.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut paths: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        match std::fs::read_to_string(&p) {
+            Ok(t) => files.push((
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                t,
+            )),
+            Err(e) => {
+                eprintln!("{}: error: cannot read: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let o = feedback_ownership::Ownership::from_files(&files);
+    for d in &o.diagnostics {
+        println!("{}/{d}", dir.display());
+    }
+    let errors = o
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == feedback_ownership::Severity::Error)
+        .count();
+    let warnings = o.diagnostics.len() - errors;
+    println!(
+        "{} files, {} teams, {} claims, version {}: {errors} error(s), {warnings} warning(s)",
+        files.len(),
+        o.teams.len(),
+        o.claims.len(),
+        o.version
+    );
+    if files.is_empty() {
+        println!("no ownership files (*.toml) in {}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    if errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,143 @@
+//! Versioned, idempotent schema migrations. `{db}` stands for the database name.
+//!
+//! Every statement must run on Debian's ClickHouse 18.16 and on current ClickHouse:
+//! no DateTime64, no Map, no LowCardinality, no parameterized views.
+
+/// One migration: applied once, recorded in `{db}.schema_migrations`.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+/// The metric definitions, once, as a SQL expression over `positive`, `negative`,
+/// `score_sum` and `responses`: CSAT = share (%) of 4–5 among 1–5 answers;
+/// NPS = %(9–10) − %(0–6); CES = mean of 1–7.
+pub const METRIC_VALUE_SQL: &str = "round(multiIf(metric = 'csat', 100 * positive / responses, \
+     metric = 'nps', 100 * (toInt64(positive) - toInt64(negative)) / responses, score_sum / responses), 4)";
+
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "raw tables, per-team per-minute aggregates, metric views, dead letters",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.interactions (
+                interaction_id String,
+                occurred_at DateTime,
+                occurred_at_ms Int64,
+                service String,
+                channel String,
+                kind String,
+                customer_ref String,
+                product Nullable(String),
+                region Nullable(String),
+                agent_id Nullable(String),
+                handling_team Nullable(String),
+                attributes String,
+                team String,
+                attribution String,
+                claim_file Nullable(String),
+                claim_index Nullable(Int32),
+                ownership_version String,
+                source_topic String,
+                source_partition Int32,
+                source_offset Int64,
+                attributed_at_ms Int64,
+                inserted_at DateTime DEFAULT now()
+            ) ENGINE = MergeTree() PARTITION BY toYYYYMM(occurred_at) ORDER BY (team, occurred_at, interaction_id)",
+            "CREATE TABLE IF NOT EXISTS {db}.ratings (
+                rating_id String,
+                occurred_at DateTime,
+                occurred_at_ms Int64,
+                interaction_id Nullable(String),
+                metric String,
+                score Int8,
+                comment Nullable(String),
+                service String,
+                channel String,
+                customer_ref String,
+                product Nullable(String),
+                region Nullable(String),
+                attributes String,
+                team String,
+                attribution String,
+                claim_file Nullable(String),
+                claim_index Nullable(Int32),
+                ownership_version String,
+                orphan UInt8,
+                interaction_kind Nullable(String),
+                source_topic String,
+                source_partition Int32,
+                source_offset Int64,
+                attributed_at_ms Int64,
+                inserted_at DateTime DEFAULT now()
+            ) ENGINE = MergeTree() PARTITION BY toYYYYMM(occurred_at) ORDER BY (team, metric, occurred_at, rating_id)",
+            "CREATE TABLE IF NOT EXISTS {db}.team_minute (
+                team String,
+                metric String,
+                minute DateTime,
+                responses UInt64,
+                score_sum Int64,
+                positive UInt64,
+                negative UInt64
+            ) ENGINE = SummingMergeTree() PARTITION BY toYYYYMM(minute) ORDER BY (team, metric, minute)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.team_minute_mv TO {db}.team_minute AS
+             SELECT team, metric, toStartOfMinute(occurred_at) AS minute,
+                    count() AS responses,
+                    sum(toInt64(score)) AS score_sum,
+                    sum(multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)) AS positive,
+                    sum(multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)) AS negative
+             FROM {db}.ratings GROUP BY team, metric, minute",
+            "CREATE TABLE IF NOT EXISTS {db}.team_interactions_minute (
+                team String,
+                minute DateTime,
+                channel String,
+                kind String,
+                interactions UInt64
+            ) ENGINE = SummingMergeTree() PARTITION BY toYYYYMM(minute) ORDER BY (team, minute, channel, kind)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.team_interactions_minute_mv TO {db}.team_interactions_minute AS
+             SELECT team, toStartOfMinute(occurred_at) AS minute, channel, kind, count() AS interactions
+             FROM {db}.interactions GROUP BY team, minute, channel, kind",
+            "CREATE VIEW IF NOT EXISTS {db}.team_metrics AS
+             SELECT team, metric, grain, bucket, responses, positive, negative, score_sum, {metric_value} AS value
+             FROM (
+                SELECT team, metric, 'minute' AS grain, minute AS bucket, sum(responses) AS responses,
+                       sum(positive) AS positive, sum(negative) AS negative, sum(score_sum) AS score_sum
+                FROM {db}.team_minute GROUP BY team, metric, minute
+                UNION ALL
+                SELECT team, metric, 'hour' AS grain, toStartOfHour(minute) AS bucket, sum(responses) AS responses,
+                       sum(positive) AS positive, sum(negative) AS negative, sum(score_sum) AS score_sum
+                FROM {db}.team_minute GROUP BY team, metric, bucket
+                UNION ALL
+                SELECT team, metric, 'day' AS grain, toStartOfDay(minute) AS bucket, sum(responses) AS responses,
+                       sum(positive) AS positive, sum(negative) AS negative, sum(score_sum) AS score_sum
+                FROM {db}.team_minute GROUP BY team, metric, bucket
+                UNION ALL
+                SELECT team, metric, 'last_1h' AS grain, toStartOfMinute(now()) - 3600 AS bucket, sum(responses) AS responses,
+                       sum(positive) AS positive, sum(negative) AS negative, sum(score_sum) AS score_sum
+                FROM {db}.team_minute WHERE minute >= toStartOfMinute(now()) - 3600 GROUP BY team, metric
+                UNION ALL
+                SELECT team, metric, 'total' AS grain, toDateTime(0) AS bucket, sum(responses) AS responses,
+                       sum(positive) AS positive, sum(negative) AS negative, sum(score_sum) AS score_sum
+                FROM {db}.team_minute GROUP BY team, metric
+             )",
+            "CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+                received_at DateTime,
+                component String,
+                reason String,
+                error String,
+                source_topic String,
+                source_partition Int32,
+                source_offset Int64,
+                payload String
+            ) ENGINE = MergeTree() PARTITION BY toYYYYMM(received_at) ORDER BY (received_at, component)",
+        ],
+    },
+];
+
+/// A statement with `{db}` and `{metric_value}` filled in.
+pub fn render(statement: &str, db: &str) -> String {
+    statement
+        .replace("{metric_value}", METRIC_VALUE_SQL)
+        .replace("{db}", db)
+}

@@ -1,0 +1,363 @@
+//! `feedback collector`: the HTTP front door. Validates every item, produces a batch only
+//! when all of it is valid, and answers 202 only after Kafka acknowledged every event.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use feedback_events::json::{self, FieldError, Limits};
+use feedback_kafka::FeedbackProducer;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use serde_json::{json, Value};
+
+use crate::config::Common;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Address to listen on (HTTP API and /metrics).
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "FEEDBACK_COLLECTOR_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most items in one request.
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_MAX_BATCH_ITEMS",
+        default_value_t = 1000
+    )]
+    pub max_batch_items: usize,
+    /// How far in the past an event's occurred_at may lie, in seconds (default 30 days).
+    #[arg(long, env = "FEEDBACK_COLLECTOR_MAX_PAST_SECS", default_value_t = 30 * 86_400)]
+    pub max_past_secs: i64,
+    /// How far in the future an event's occurred_at may lie (clock skew), in seconds.
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_MAX_FUTURE_SECS",
+        default_value_t = 300
+    )]
+    pub max_future_secs: i64,
+}
+
+struct Metrics {
+    requests: IntCounterVec,
+    events: IntCounterVec,
+    produce: HistogramVec,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> anyhow::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "feedback_collector_requests_total",
+                "HTTP requests by endpoint and status code",
+            ),
+            &["endpoint", "status"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "feedback_collector_events_total",
+                "Events by kind and outcome (accepted, rejected, failed)",
+            ),
+            &["kind", "outcome"],
+        )?;
+        let produce = HistogramVec::new(
+            HistogramOpts::new(
+                "feedback_collector_produce_seconds",
+                "Time from a valid request to Kafka's acknowledgement of all its events",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["kind"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(produce.clone()))?;
+        Ok(Metrics {
+            requests,
+            events,
+            produce,
+        })
+    }
+}
+
+struct AppState {
+    producer: FeedbackProducer,
+    limits: Limits,
+    max_body_bytes: usize,
+    max_batch_items: usize,
+    metrics: Metrics,
+    registry: Registry,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Interactions,
+    Ratings,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Interactions => "interaction",
+            Kind::Ratings => "rating",
+        }
+    }
+    fn endpoint(self) -> &'static str {
+        match self {
+            Kind::Interactions => "/v1/interactions",
+            Kind::Ratings => "/v1/ratings",
+        }
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn invalid(errors: Vec<FieldError>, items: usize) -> Response {
+    let bad: std::collections::BTreeSet<usize> = errors.iter().map(|e| e.index).collect();
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({
+            "error": format!("{} of {items} item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again", bad.len()),
+            "errors": errors,
+        })),
+    )
+        .into_response()
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/interactions",
+            post(|s, h, b| ingest(s, h, b, Kind::Interactions)),
+        )
+        .route(
+            "/v1/ratings",
+            post(|s, h, b| ingest(s, h, b, Kind::Ratings)),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(
+                |State(s): State<Arc<AppState>>| async move { crate::metrics::render(&s.registry) },
+            ),
+        )
+        .with_state(state)
+}
+
+async fn ingest(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+    kind: Kind,
+) -> Response {
+    let resp = handle(&s, &headers, body, kind).await;
+    s.metrics
+        .requests
+        .with_label_values(&[kind.endpoint(), resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Response {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ctype.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type must be application/json, not {:?}",
+                if ctype.is_empty() { "(none)" } else { ctype }
+            ),
+        );
+    }
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body exceeds {} bytes; split it into smaller batches",
+                s.max_body_bytes
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > s.max_body_bytes) {
+        return too_large();
+    }
+    let bytes = match to_bytes(body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            let length_limit = std::error::Error::source(&e)
+                .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
+            if length_limit {
+                return too_large();
+            }
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            );
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "malformed JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        }
+    };
+    let items: Vec<Value> = match value {
+        Value::Array(a) => a,
+        obj @ Value::Object(_) => vec![obj],
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("body must be a JSON object or an array of objects, not {other}"),
+            )
+        }
+    };
+    if items.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the batch is empty; send at least one item",
+        );
+    }
+    if items.len() > s.max_batch_items {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the batch has {} items; at most {} are accepted per request",
+                items.len(),
+                s.max_batch_items
+            ),
+        );
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let n = items.len();
+    let mut errors = Vec::new();
+    let started = Instant::now();
+    let (result, ids) = match kind {
+        Kind::Interactions => {
+            let mut ok = Vec::with_capacity(n);
+            for (i, v) in items.iter().enumerate() {
+                match json::interaction(v, i, &s.limits, now) {
+                    Ok(x) => ok.push(x),
+                    Err(e) => errors.extend(e),
+                }
+            }
+            if !errors.is_empty() {
+                s.metrics
+                    .events
+                    .with_label_values(&[kind.name(), "rejected"])
+                    .inc_by(n as u64);
+                return invalid(errors, n);
+            }
+            let ids: Vec<String> = ok.iter().map(|x| x.interaction_id.clone()).collect();
+            (s.producer.send_interactions(&ok).await, ids)
+        }
+        Kind::Ratings => {
+            let mut ok = Vec::with_capacity(n);
+            for (i, v) in items.iter().enumerate() {
+                match json::rating(v, i, &s.limits, now) {
+                    Ok(x) => ok.push(x),
+                    Err(e) => errors.extend(e),
+                }
+            }
+            if !errors.is_empty() {
+                s.metrics
+                    .events
+                    .with_label_values(&[kind.name(), "rejected"])
+                    .inc_by(n as u64);
+                return invalid(errors, n);
+            }
+            let ids: Vec<String> = ok.iter().map(|x| x.rating_id.clone()).collect();
+            (s.producer.send_ratings(&ok).await, ids)
+        }
+    };
+    s.metrics
+        .produce
+        .with_label_values(&[kind.name()])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(_) => {
+            s.metrics
+                .events
+                .with_label_values(&[kind.name(), "accepted"])
+                .inc_by(n as u64);
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "accepted": n, "ids": ids })),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            s.metrics
+                .events
+                .with_label_values(&[kind.name(), "failed"])
+                .inc_by(n as u64);
+            tracing::warn!(error = %e, "produce failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{e}; the batch may be partly stored, send it again (ids are deduplicated downstream)"),
+            )
+        }
+    }
+}
+
+pub async fn run(
+    args: Args,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry)?;
+    let producer = FeedbackProducer::new(&args.common.kafka(), args.common.topics())?;
+    let limits = Limits {
+        max_past_ms: args.max_past_secs.saturating_mul(1000),
+        max_future_ms: args.max_future_secs.saturating_mul(1000),
+        ..Limits::default()
+    };
+    let state = Arc::new(AppState {
+        producer: producer.clone(),
+        limits,
+        max_body_bytes: args.max_body_bytes,
+        max_batch_items: args.max_batch_items,
+        metrics,
+        registry,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {}: {e}; is another collector running? choose another address with --listen", args.listen)
+    })?;
+    tracing::info!(listen = %args.listen, brokers = %args.common.brokers, "collector ready");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let _ = producer.flush(std::time::Duration::from_secs(10));
+    Ok(())
+}
