@@ -1,1 +1,9 @@
+//! Integration tests: real Kafka and ClickHouse on loopback (start them with
+//! `deploy/local/stack.sh start`; addresses from FEEDBACK_TEST_BROKERS and
+//! FEEDBACK_TEST_CLICKHOUSE_URL). Every test uses fresh topic names and a fresh database.
+//! One test binary, several modules: faster to build than many.
 
+mod avro_interop;
+mod collector_errors;
+mod harness;
+mod pipeline;
