@@ -75,17 +75,22 @@ async fn post(client: &reqwest::Client, base: &str, batch: Vec<Generated>) -> us
     body.len()
 }
 
-fn batches(items: Vec<Generated>, max: usize) -> Vec<Vec<Generated>> {
-    let mut out: Vec<Vec<Generated>> = Vec::new();
-    for g in items {
-        let same_kind = out.last().is_some_and(|b: &Vec<Generated>| {
-            b.len() < max && std::mem::discriminant(&b[0].item) == std::mem::discriminant(&g.item)
-        });
-        if same_kind {
-            out.last_mut().unwrap().push(g);
-        } else {
-            out.push(vec![g]);
-        }
+/// Requests of one kind from windows of `window` items: each window's ratings, then its
+/// interactions (so some ratings overtake their interaction on top of the workload's own
+/// early ones). Returns the requests in send order.
+fn batches(items: Vec<Generated>, window: usize) -> Vec<Vec<Generated>> {
+    let mut out = Vec::new();
+    let mut it = items.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<Generated> = it.by_ref().take(window).collect();
+        let (ratings, interactions): (Vec<Generated>, Vec<Generated>) = chunk
+            .into_iter()
+            .partition(|g| matches!(g.item, Item::Rating(_)));
+        out.extend(
+            [ratings, interactions]
+                .into_iter()
+                .filter(|b| !b.is_empty()),
+        );
     }
     out
 }
@@ -117,12 +122,13 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
     let now = chrono::Utc::now().timestamp_millis();
     let items = Workload::new(42, &env.database, Mix::default()).generate(100_000, now);
     assert!(items.len() >= 100_000);
+    let requests = batches(items, 1000);
 
     // Ground truth, computed from the workload alone.
     let mut interactions: HashMap<String, &'static str> = HashMap::new();
     let mut ratings: HashMap<String, (&'static str, Metric, i32)> = HashMap::new();
     let (mut early, mut duplicates) = (0usize, 0usize);
-    for g in &items {
+    for g in requests.iter().flatten() {
         match &g.item {
             Item::Interaction(i) => {
                 interactions.insert(i.interaction_id.clone(), g.team);
@@ -164,7 +170,7 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
     let client = reqwest::Client::new();
     let base = env.collector_url();
     let started = Instant::now();
-    let sent: usize = futures::stream::iter(batches(items, 500))
+    let sent: usize = futures::stream::iter(requests)
         .map(|b| post(&client, &base, b))
         .buffered(4)
         .fold(0, |acc, n| async move { acc + n })

@@ -93,13 +93,16 @@ impl KafkaConfig {
 /// Why an event was not acknowledged by Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
-    #[error("cannot create the Kafka producer for {brokers}: {source}")]
-    Create { brokers: String, source: KafkaError },
-    #[error("Kafka did not acknowledge event {id:?} on topic {topic}: {source}")]
+    #[error("cannot create the Kafka producer for {brokers}: {error}")]
+    Create {
+        brokers: String,
+        error: Box<KafkaError>,
+    },
+    #[error("Kafka did not acknowledge event {id:?} on topic {topic}: {error}")]
     Delivery {
         id: String,
         topic: String,
-        source: KafkaError,
+        error: Box<KafkaError>,
     },
 }
 
@@ -134,7 +137,7 @@ impl FeedbackProducer {
             .create()
             .map_err(|source| ProduceError::Create {
                 brokers: kafka.brokers.clone(),
-                source,
+                error: Box::new(source),
             })?;
         Ok(FeedbackProducer {
             producer,
@@ -168,7 +171,7 @@ impl FeedbackProducer {
                         .map_err(|(source, _)| ProduceError::Delivery {
                             id: id.to_string(),
                             topic: topic.to_string(),
-                            source,
+                            error: Box::new(source),
                         })
                 }
             })

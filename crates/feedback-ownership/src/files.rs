@@ -103,6 +103,9 @@ fn literal_prefix(glob: &str) -> &str {
     &glob[..glob.find(['*', '?', '[', '{']).unwrap_or(glob.len())]
 }
 
+/// Validates one value of an enum-typed claim field.
+type EnumCheck = fn(&str) -> Result<(), String>;
+
 /// The fields a claim can match on.
 pub const CLAIM_FIELDS: &[&str] = &["service", "channel", "kind", "product", "region", "metric"];
 
@@ -404,7 +407,7 @@ impl Ownership {
                     );
                     continue;
                 }
-                let check_enum: Option<fn(&str) -> Result<(), String>> = match field {
+                let check_enum: Option<EnumCheck> = match field {
                     "channel" => Some(|v| v.parse::<Channel>().map(|_| ())),
                     "metric" => Some(|v| v.parse::<Metric>().map(|_| ())),
                     _ => None,

@@ -32,6 +32,8 @@ struct Profile {
     quality: f64,
 }
 
+// A positional row constructor keeps the profile table below readable as a table.
+#[allow(clippy::too_many_arguments)]
 const fn p(
     service: &'static str,
     channel: Channel,
@@ -235,6 +237,15 @@ const BAD: &[&str] = &[
     "Nobody told me the delivery was late.",
 ];
 
+/// Where and what a rating is asked.
+struct Survey<'a> {
+    service: &'a str,
+    channel: Channel,
+    metric: Metric,
+    quality: f64,
+    product: Option<&'a str>,
+}
+
 /// A generated item and its ground truth.
 #[derive(Debug, Clone)]
 pub struct Generated {
@@ -347,13 +358,16 @@ impl Workload {
     fn rating(
         &mut self,
         interaction_id: Option<String>,
-        service: &str,
-        channel: Channel,
-        metric: Metric,
-        quality: f64,
+        survey: Survey<'_>,
         now_ms: i64,
-        product: Option<&str>,
     ) -> Rating {
+        let Survey {
+            service,
+            channel,
+            metric,
+            quality,
+            product,
+        } = survey;
         let n = self.rng.random::<u64>();
         let score = self.score(metric, quality);
         let comment = if self.rng.random_bool(self.mix.comment) {
@@ -401,7 +415,14 @@ impl Workload {
                     0.4,
                 )
             };
-            let r = self.rating(None, service, channel, metric, q, now_ms, None);
+            let survey = Survey {
+                service,
+                channel,
+                metric,
+                quality: q,
+                product: None,
+            };
+            let r = self.rating(None, survey, now_ms);
             return self.maybe_duplicate(Generated {
                 item: Item::Rating(r),
                 team,
@@ -453,15 +474,14 @@ impl Workload {
         } else {
             p.channel
         };
-        let r = self.rating(
-            Some(id),
-            "survey",
+        let survey = Survey {
+            service: "survey",
             channel,
             metric,
-            p.quality,
-            now_ms,
-            p.product,
-        );
+            quality: p.quality,
+            product: p.product,
+        };
+        let r = self.rating(Some(id), survey, now_ms);
         let gr = Generated {
             item: Item::Rating(r),
             team: p.team,

@@ -365,10 +365,9 @@ pub async fn run(
             if n >= args.batch_max {
                 break;
             }
-            next = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(m) => Some(m),
-                Err(_) => None,
-            };
+            next = tokio::time::timeout_at(deadline, consumer.recv())
+                .await
+                .ok();
         }
         out.wait().await?;
         let mut tpl = TopicPartitionList::new();

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long, default_value_t = 250)]
     pub batch: usize,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Hide the progress bar (for logs and CI).
     #[arg(long)]
@@ -118,22 +118,18 @@ pub async fn post_batch(
     Err(format!("collector at {base} kept failing"))
 }
 
-/// Splits items into runs of one kind, each at most `max` long.
+/// Splits the items of one tick into requests of at most `max` items of one kind,
+/// interactions first, each kind in generation order. Items of a tick (50 ms) may swap order
+/// across kinds; a rating generated early by more than a tick still arrives early.
 pub fn split_batches(items: Vec<Generated>, max: usize) -> Vec<Vec<Generated>> {
-    let mut out: Vec<Vec<Generated>> = Vec::new();
-    for g in items {
-        let same = out.last().is_some_and(|b| {
-            b.len() < max
-                && matches!(
-                    (&b[0].item, &g.item),
-                    (Item::Interaction(_), Item::Interaction(_))
-                        | (Item::Rating(_), Item::Rating(_))
-                )
-        });
-        if same {
-            out.last_mut().expect("checked").push(g);
-        } else {
-            out.push(vec![g]);
+    let (interactions, ratings): (Vec<Generated>, Vec<Generated>) = items
+        .into_iter()
+        .partition(|g| matches!(g.item, Item::Interaction(_)));
+    let mut out = Vec::new();
+    for kind in [interactions, ratings] {
+        let mut it = kind.into_iter().peekable();
+        while it.peek().is_some() {
+            out.push(it.by_ref().take(max.max(1)).collect());
         }
     }
     out

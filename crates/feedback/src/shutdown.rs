@@ -1,9 +1,7 @@
 //! Shutdown as a future: Ctrl-C or SIGTERM.
 
-use std::future::Future;
-
-pub fn signal() -> impl Future<Output = ()> + Send + 'static {
-    async {
+pub async fn signal() {
+    {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
