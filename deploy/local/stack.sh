@@ -102,8 +102,10 @@ start_clickhouse() {
   render "$HERE/clickhouse/config.xml" "$CH_DIR/config.xml" "$CH_DIR"
   cp "$HERE/clickhouse/users.xml" "$CH_DIR/users.xml"
   log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT"
-  (cd "$CH_DIR" && nohup /usr/sbin/clickhouse-server --config-file="$CH_DIR/config.xml" \
-    >"$CH_DIR/log/stdout.log" 2>&1 & echo $! > "$CH_DIR/pid")
+  # exec: the recorded pid is the server itself, so stop can end exactly it.
+  (cd "$CH_DIR" || exit 1; exec nohup /usr/sbin/clickhouse-server --config-file="$CH_DIR/config.xml" \
+    >"$CH_DIR/log/stdout.log" 2>&1) &
+  echo $! > "$CH_DIR/pid"
 }
 
 kafka_ready() {

@@ -4,6 +4,8 @@
 //! One test binary, several modules: faster to build than many.
 
 mod avro_interop;
+mod cli;
 mod collector_errors;
 mod harness;
 mod pipeline;
+mod robustness;
