@@ -23,7 +23,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== ownership files"
 cargo run --quiet --bin feedback -- ownership check
 echo "== shell scripts"
-bash -n deploy/local/stack.sh deploy/local/demo.sh tests/run.sh .ci/run
+bash -n deploy/local/stack.sh deploy/local/demo.sh tests/run.sh tests/stack_test.sh .ci/run
+bash tests/stack_test.sh
 echo "== cargo test"
 cargo test --workspace 2>&1 | tee target/test-output.txt
 echo "== summary"

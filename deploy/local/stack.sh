@@ -21,7 +21,7 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 CH_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 CH_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
 START_TIMEOUT_SECS="${START_TIMEOUT_SECS:-120}"
-KAFKA_LIBS="$LOCAL/kafka/libs"
+KAFKA_LIBS="${FEEDBACK_KAFKA_LIBS:-$LOCAL/kafka/libs}"
 KAFKA_DIR="$LOCAL/kafka"
 CH_DIR="$LOCAL/clickhouse"
 
@@ -112,7 +112,7 @@ kafka_ready() {
   port_open "$KAFKA_PORT" && kafka_java org.apache.kafka.tools.TopicCommand \
     --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1
 }
-clickhouse_ready() { [ "$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ]; }
+clickhouse_ready() { [ "$(curl -s -m 2 "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ]; }
 
 wait_ready() {
   local deadline=$((SECONDS + START_TIMEOUT_SECS)) k=0 c=0

@@ -8,4 +8,5 @@ mod cli;
 mod collector_errors;
 mod harness;
 mod pipeline;
+mod producer_lib;
 mod robustness;

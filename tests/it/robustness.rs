@@ -46,7 +46,10 @@ async fn poison_messages_are_dead_lettered_and_the_partition_moves_on() {
     env.run(&["migrate"]);
     env.spawn(&["attributor"]);
     env.spawn(&["sink", "--flush-ms", "200"]);
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
     let topic = env.topic("interactions");
     let mut truncated = interaction("cut").encode();
     truncated.truncate(truncated.len() - 3);
@@ -69,36 +72,64 @@ async fn poison_messages_are_dead_lettered_and_the_partition_moves_on() {
     unknown_fp[3] ^= 0x5a;
     // offset: payload
     let payloads: Vec<Vec<u8>> = vec![
-        interaction("ok-1").encode(),        // 0
-        b"hello, not avro".to_vec(),         // 1 bad_marker
-        truncated,                           // 2 truncated
-        Vec::new(),                          // 3 too_short
-        unknown_fp,                          // 4 unknown_fingerprint
-        rating_on_wrong_topic,               // 5 wrong_schema
-        interaction("ok-2").encode(),        // 6
+        interaction("ok-1").encode(), // 0
+        b"hello, not avro".to_vec(),  // 1 bad_marker
+        truncated,                    // 2 truncated
+        Vec::new(),                   // 3 too_short
+        unknown_fp,                   // 4 unknown_fingerprint
+        rating_on_wrong_topic,        // 5 wrong_schema
+        interaction("ok-2").encode(), // 6
     ];
     for p in &payloads {
-        producer.send(FutureRecord::to(&topic).key("k").payload(p), Duration::from_secs(10)).await.unwrap();
+        producer
+            .send(
+                FutureRecord::to(&topic).key("k").payload(p),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
     }
     let ch = env.clickhouse();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ok: Vec<Id> = ch.fetch("SELECT interaction_id AS id FROM {db}.interactions ORDER BY id").await.unwrap();
+        let ok: Vec<Id> = ch
+            .fetch("SELECT interaction_id AS id FROM {db}.interactions ORDER BY id")
+            .await
+            .unwrap();
         let dead: Vec<Dead> = ch
             .fetch("SELECT component, reason, source_topic, source_offset FROM {db}.dead_letters ORDER BY source_offset")
             .await
             .unwrap();
         if ok.len() == 2 && dead.len() == 5 {
-            assert_eq!(ok.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["ok-1", "ok-2"]);
-            let want: Vec<Dead> = [(1, "bad_marker"), (2, "truncated"), (3, "too_short"), (4, "unknown_fingerprint"), (5, "wrong_schema")]
-                .into_iter()
-                .map(|(o, r)| Dead { component: "attributor".into(), reason: r.into(), source_topic: topic.clone(), source_offset: o })
-                .collect();
+            assert_eq!(
+                ok.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+                vec!["ok-1", "ok-2"]
+            );
+            let want: Vec<Dead> = [
+                (1, "bad_marker"),
+                (2, "truncated"),
+                (3, "too_short"),
+                (4, "unknown_fingerprint"),
+                (5, "wrong_schema"),
+            ]
+            .into_iter()
+            .map(|(o, r)| Dead {
+                component: "attributor".into(),
+                reason: r.into(),
+                source_topic: topic.clone(),
+                source_offset: o,
+            })
+            .collect();
             assert_eq!(dead, want);
             break;
         }
         env.assert_alive();
-        assert!(Instant::now() < deadline, "after 60s: {} good rows, {} dead letters", ok.len(), dead.len());
+        assert!(
+            Instant::now() < deadline,
+            "after 60s: {} good rows, {} dead letters",
+            ok.len(),
+            dead.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(env.topic_messages(&env.topic("deadletter")), 5);

@@ -386,6 +386,7 @@ impl Ownership {
             let line = line_of(text, c.span().start);
             let c = c.into_inner();
             let mut fields = BTreeMap::new();
+            let errors_before = self.diagnostics.len();
             let named = [
                 ("service", c.service),
                 ("channel", c.channel),
@@ -435,6 +436,10 @@ impl Ownership {
                         format!("claim {index}: `{field}`: {e}"),
                     ),
                 }
+            }
+            if self.diagnostics.len() > errors_before {
+                // The field's own error was reported; a claim with a broken field is left out.
+                continue;
             }
             if fields.is_empty() {
                 self.diag(
