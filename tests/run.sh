@@ -27,5 +27,6 @@ bash -n deploy/local/stack.sh deploy/local/demo.sh tests/run.sh tests/stack_test
 bash tests/stack_test.sh
 echo "== cargo test"
 cargo test --workspace 2>&1 | tee target/test-output.txt
+if [ "$started_stack" = 1 ]; then deploy/local/stack.sh stop; started_stack=0; fi
 echo "== summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.txt
