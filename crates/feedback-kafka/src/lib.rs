@@ -15,8 +15,10 @@ use std::time::Duration;
 use feedback_events::{Encoded, Interaction, Rating};
 use futures::future::join_all;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 pub use rdkafka;
 
@@ -77,7 +79,45 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Offsets of the last processed record per (topic, partition).
+pub type Positions = std::collections::HashMap<(String, i32), i64>;
+
 impl KafkaConfig {
+    /// The idempotent producer every component uses (`acks=all`, no duplicates or
+    /// reordering on retry, lz4 batches lingering up to 5 ms).
+    pub fn idempotent_producer(&self) -> Result<FutureProducer, KafkaError> {
+        self.client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "30000")
+            .create()
+    }
+
+    /// A consumer in `group`, subscribed to `topics`, that reads only committed
+    /// transactional data and commits only when told to ([`commit_positions`]).
+    pub fn consumer(
+        &self,
+        group: &str,
+        session_timeout_ms: u32,
+        topics: &[&str],
+    ) -> Result<StreamConsumer, String> {
+        let consumer: StreamConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .create()
+            .map_err(|e| format!("cannot create the Kafka consumer for {}: {e}", self.brokers))?;
+        consumer
+            .subscribe(topics)
+            .map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(", ")))?;
+        Ok(consumer)
+    }
+
     /// A librdkafka configuration with the brokers and extra properties set.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -127,14 +167,8 @@ pub struct FeedbackProducer {
 
 impl FeedbackProducer {
     pub fn new(kafka: &KafkaConfig, topics: Topics) -> Result<Self, ProduceError> {
-        let producer: FutureProducer = kafka
-            .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000")
-            .create()
+        let producer = kafka
+            .idempotent_producer()
             .map_err(|source| ProduceError::Create {
                 brokers: kafka.brokers.clone(),
                 error: Box::new(source),
@@ -209,4 +243,16 @@ impl FeedbackProducer {
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
     }
+}
+
+/// Commits, synchronously, the position after each processed record.
+pub fn commit_positions(
+    consumer: &StreamConsumer,
+    positions: &Positions,
+) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in positions {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync)
 }

@@ -6,7 +6,6 @@
 //! the batch is acknowledged by Kafka. Join and dedup state is in memory: a restart forgets
 //! it (the durable, transactional version is tracked separately).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,10 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use feedback_events::codec::{decode, Decoded};
 use feedback_events::{AttributedEvent, Encoded, Event, SourceRef};
-use feedback_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use feedback_kafka::rdkafka::message::{Header, OwnedHeaders};
 use feedback_kafka::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use feedback_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use feedback_kafka::rdkafka::Message;
+use feedback_kafka::{commit_positions, Positions};
 use feedback_ownership::engine::Outcome;
 use feedback_ownership::{Engine, Ownership};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -193,30 +192,15 @@ pub async fn run(
     let mut stamp = dir_stamp(&args.ownership_dir);
     let mut engine = Engine::new(Arc::new(ownership), args.horizon_secs.saturating_mul(1000));
 
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "30000")
-        .create()
-        .with_context(|| format!("cannot create the Kafka consumer for {}", kafka.brokers))?;
-    consumer
-        .subscribe(&[&topics.interactions, &topics.ratings])
-        .with_context(|| {
-            format!(
-                "cannot subscribe to {} and {}",
-                topics.interactions, topics.ratings
-            )
-        })?;
-    let producer: FutureProducer = kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()
+    let consumer = kafka
+        .consumer(
+            &args.group,
+            30_000,
+            &[&topics.interactions, &topics.ratings],
+        )
+        .map_err(anyhow::Error::msg)?;
+    let producer = kafka
+        .idempotent_producer()
         .with_context(|| format!("cannot create the Kafka producer for {}", kafka.brokers))?;
     let mut out = Output {
         producer,
@@ -266,7 +250,7 @@ pub async fn run(
         };
         let deadline = tokio::time::Instant::now() + batch_wait;
         let mut next = Some(first);
-        let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+        let mut offsets = Positions::new();
         let mut n = 0usize;
         while let Some(m) = next.take() {
             let m = m.context("Kafka consumer error")?;
@@ -370,13 +354,7 @@ pub async fn run(
                 .ok();
         }
         out.wait().await?;
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in &offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
-        }
-        consumer
-            .commit(&tpl, CommitMode::Sync)
-            .context("cannot commit consumer offsets")?;
+        commit_positions(&consumer, &offsets).context("cannot commit consumer offsets")?;
     }
     out.wait().await?;
     tracing::info!("attributor stopped");

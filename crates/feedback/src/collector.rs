@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -175,6 +175,71 @@ async fn ingest(
     resp
 }
 
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// How much of an oversized body is read and discarded before answering 413, so that the
+/// client sees the answer instead of a connection reset (a lingering close, bounded).
+const DRAIN_CAP_BYTES: usize = 64 * 1024 * 1024;
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the body up to `limit` bytes; past it, drains (bounded) and reports `TooLarge`.
+async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
+            Ok(None) => break,
+            Err(_) if seen > limit => return Err(BodyError::TooLarge),
+            Err(_) => {
+                return Err(BodyError::Read(format!(
+                    "body not received within {}s",
+                    DRAIN_DEADLINE.as_secs()
+                )))
+            }
+        };
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_CAP_BYTES {
+                return Err(BodyError::TooLarge);
+            }
+        }
+    }
+    if seen > limit {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf)
+    }
+}
+
+/// Validates every item; all valid items, or every error of every item.
+fn validate_all<T>(
+    items: &[Value],
+    f: impl Fn(&Value, usize) -> Result<T, Vec<FieldError>>,
+) -> Result<Vec<T>, Vec<FieldError>> {
+    let mut ok = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, v) in items.iter().enumerate() {
+        match f(v, i) {
+            Ok(x) => ok.push(x),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ok)
+    } else {
+        Err(errors)
+    }
+}
+
 async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Response {
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -199,25 +264,14 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             ),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > s.max_body_bytes) {
-        return too_large();
-    }
-    let bytes = match to_bytes(body, s.max_body_bytes).await {
+    let bytes = match read_body(body, s.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => {
-            let length_limit = std::error::Error::source(&e)
-                .is_some_and(|src| src.is::<http_body_util::LengthLimitError>());
-            if length_limit {
-                return too_large();
-            }
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("could not read the request body: {e}"),
-            );
+            )
         }
     };
     let value: Value = match serde_json::from_slice(&bytes) {
@@ -261,45 +315,31 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
     }
     let now = chrono::Utc::now().timestamp_millis();
     let n = items.len();
-    let mut errors = Vec::new();
+    let rejected = |errors| {
+        s.metrics
+            .events
+            .with_label_values(&[kind.name(), "rejected"])
+            .inc_by(n as u64);
+        invalid(errors, n)
+    };
     let started = Instant::now();
     let (result, ids) = match kind {
         Kind::Interactions => {
-            let mut ok = Vec::with_capacity(n);
-            for (i, v) in items.iter().enumerate() {
-                match json::interaction(v, i, &s.limits, now) {
-                    Ok(x) => ok.push(x),
-                    Err(e) => errors.extend(e),
-                }
+            match validate_all(&items, |v, i| json::interaction(v, i, &s.limits, now)) {
+                Err(errors) => return rejected(errors),
+                Ok(ok) => (
+                    s.producer.send_interactions(&ok).await,
+                    ok.into_iter().map(|x| x.interaction_id).collect::<Vec<_>>(),
+                ),
             }
-            if !errors.is_empty() {
-                s.metrics
-                    .events
-                    .with_label_values(&[kind.name(), "rejected"])
-                    .inc_by(n as u64);
-                return invalid(errors, n);
-            }
-            let ids: Vec<String> = ok.iter().map(|x| x.interaction_id.clone()).collect();
-            (s.producer.send_interactions(&ok).await, ids)
         }
-        Kind::Ratings => {
-            let mut ok = Vec::with_capacity(n);
-            for (i, v) in items.iter().enumerate() {
-                match json::rating(v, i, &s.limits, now) {
-                    Ok(x) => ok.push(x),
-                    Err(e) => errors.extend(e),
-                }
-            }
-            if !errors.is_empty() {
-                s.metrics
-                    .events
-                    .with_label_values(&[kind.name(), "rejected"])
-                    .inc_by(n as u64);
-                return invalid(errors, n);
-            }
-            let ids: Vec<String> = ok.iter().map(|x| x.rating_id.clone()).collect();
-            (s.producer.send_ratings(&ok).await, ids)
-        }
+        Kind::Ratings => match validate_all(&items, |v, i| json::rating(v, i, &s.limits, now)) {
+            Err(errors) => return rejected(errors),
+            Ok(ok) => (
+                s.producer.send_ratings(&ok).await,
+                ok.into_iter().map(|x| x.rating_id).collect(),
+            ),
+        },
     };
     s.metrics
         .produce

@@ -5,7 +5,6 @@
 //! of the batch succeeded; failed INSERTs are retried with capped exponential backoff while
 //! Kafka holds the backlog. (Exactly-once landing is tracked separately.)
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use feedback_clickhouse::{Ch, DeadLetterRow, InteractionRow, RatingRow, Row};
 use feedback_events::codec::{decode, Decoded};
-use feedback_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use feedback_kafka::rdkafka::consumer::StreamConsumer;
 use feedback_kafka::rdkafka::message::{BorrowedMessage, Headers};
-use feedback_kafka::rdkafka::{Message, Offset, TopicPartitionList};
+use feedback_kafka::rdkafka::Message;
+use feedback_kafka::{commit_positions, Positions};
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::config::Common;
@@ -117,7 +117,7 @@ struct Batch {
     dead: Vec<DeadLetterRow>,
     bytes: usize,
     newest_event_ms: i64,
-    offsets: HashMap<(String, i32), i64>,
+    offsets: Positions,
     opened: Option<Instant>,
 }
 
@@ -243,12 +243,7 @@ async fn flush(
             .freshness
             .set((now - batch.newest_event_ms) as f64 / 1000.0);
     }
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in &batch.offsets {
-        tpl.add_partition_offset(t, *p, Offset::Offset(o + 1))?;
-    }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
+    commit_positions(consumer, &batch.offsets)
         .context("cannot commit consumer offsets after a durable INSERT")?;
     *batch = Batch::default();
     Ok(())
@@ -276,23 +271,13 @@ pub async fn run(
             anyhow::bail!("table {}.{t} is missing on ClickHouse {version} at {}; run `feedback migrate` first", ch.database(), args.common.clickhouse_url);
         }
     }
-    let consumer: StreamConsumer = kafka
-        .client_config()
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "45000")
-        .create()
-        .with_context(|| format!("cannot create the Kafka consumer for {}", kafka.brokers))?;
-    consumer
-        .subscribe(&[&topics.attributed, &topics.deadletter])
-        .with_context(|| {
-            format!(
-                "cannot subscribe to {} and {}",
-                topics.attributed, topics.deadletter
-            )
-        })?;
+    let consumer = kafka
+        .consumer(
+            &args.group,
+            45_000,
+            &[&topics.attributed, &topics.deadletter],
+        )
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(group = %args.group, clickhouse = %args.common.clickhouse_url, database = ch.database(), version = %version, "sink ready");
     tokio::pin!(shutdown);
     let flush_after = Duration::from_millis(args.flush_ms);
