@@ -24,6 +24,7 @@ use feedback_ownership::{Engine, Ownership};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::config::Common;
+use crate::now_ms;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -86,13 +87,6 @@ impl Metrics {
         r.register(Box::new(state.clone()))?;
         Ok(Metrics { events, state })
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A cheap change detector for the ownership directory: names, sizes and mtimes.

@@ -89,6 +89,11 @@ enum OwnershipCommand {
     },
 }
 
+/// Wall-clock time in UTC milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 fn main() -> ExitCode {
     if let Err(e) = config::load_file_into_env() {
         eprintln!("error: {e:#}");

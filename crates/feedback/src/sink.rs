@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use feedback_clickhouse::{Ch, DeadLetterRow, InteractionRow, RatingRow, Row};
@@ -235,10 +235,7 @@ async fn flush(
         metrics.dead.with_label_values(&[d.reason.as_str()]).inc();
     }
     if batch.newest_event_ms > 0 {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = crate::now_ms();
         metrics
             .freshness
             .set((now - batch.newest_event_ms) as f64 / 1000.0);
