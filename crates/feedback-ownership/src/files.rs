@@ -239,18 +239,19 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl Ownership {
-    /// Reads every `*.toml` in `dir`. Errors name the file and line; a directory with
-    /// errors or no files is refused.
-    pub fn load_dir(dir: &Path) -> Result<Ownership, String> {
+    /// The (file name, contents) of every `*.toml` in `dir`, sorted by name.
+    pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read ownership directory {}: {e}", dir.display()))?
+            .map_err(|e| {
+                format!(
+                    "cannot read ownership directory {}: {e}; point --ownership-dir (FEEDBACK_OWNERSHIP_DIR) at the folder of <team>.toml files",
+                    dir.display()
+                )
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect();
         paths.sort();
-        if paths.is_empty() {
-            return Err(format!("no ownership files (*.toml) in {}", dir.display()));
-        }
         let mut files = Vec::new();
         for p in paths {
             let text = std::fs::read_to_string(&p)
@@ -260,6 +261,16 @@ impl Ownership {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             files.push((name, text));
+        }
+        Ok(files)
+    }
+
+    /// Reads every `*.toml` in `dir`. Errors name the file and line; a directory with
+    /// errors or no files is refused.
+    pub fn load_dir(dir: &Path) -> Result<Ownership, String> {
+        let files = Ownership::read_dir(dir)?;
+        if files.is_empty() {
+            return Err(format!("no ownership files (*.toml) in {}", dir.display()));
         }
         let o = Ownership::from_files(&files);
         let errors: Vec<String> = o

@@ -183,36 +183,13 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn ownership_check(dir: &std::path::Path) -> ExitCode {
-    let mut files = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
+    let files = match feedback_ownership::Ownership::read_dir(dir) {
+        Ok(f) => f,
         Err(e) => {
-            eprintln!(
-                "error: cannot read ownership directory {}: {e}",
-                dir.display()
-            );
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    let mut paths: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
-    for p in paths {
-        match std::fs::read_to_string(&p) {
-            Ok(t) => files.push((
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                t,
-            )),
-            Err(e) => {
-                eprintln!("{}: error: cannot read: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        }
-    }
     let o = feedback_ownership::Ownership::from_files(&files);
     for d in &o.diagnostics {
         println!("{}/{d}", dir.display());
