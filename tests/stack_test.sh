@@ -24,6 +24,8 @@ FEEDBACK_LOCAL_DIR="$tmp" FEEDBACK_KAFKA_LIBS="$ROOT/.local/kafka/libs" CLICKHOU
   KAFKA_PORT=2 KAFKA_CONTROLLER_PORT=3 "$S" start >/tmp/stack_test.$$ 2>&1
 rc=$?
 set -e
+# Should start have started anything after all, stop it before failing.
+[ $rc -ne 0 ] || FEEDBACK_LOCAL_DIR="$tmp" "$S" stop >/dev/null 2>&1 || true
 rm -rf "$tmp"
 [ $rc -ne 0 ] || fail "start succeeded although port $port was taken"
 grep -q "port 127.0.0.1:$port is already taken by another process (wanted for ClickHouse HTTP)" /tmp/stack_test.$$ \
