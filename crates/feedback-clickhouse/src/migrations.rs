@@ -16,6 +16,18 @@ pub struct Migration {
 pub const METRIC_VALUE_SQL: &str = "round(multiIf(metric = 'csat', 100 * positive / responses, \
      metric = 'nps', 100 * (toInt64(positive) - toInt64(negative)) / responses, score_sum / responses), 4)";
 
+/// The rolling windows of `team_metrics_window` and `team_breakdown`, each
+/// `(name, from, to)` with `from <= minute < to`. `last_*` ends with the current (partial)
+/// minute and starts like `team_metrics`' `last_1h` grain; `prev_*` is the same span just
+/// before it, to compare "now" with "before".
+pub const WINDOWS_SQL: &str = "[\
+     ('last_1h', toStartOfMinute(now()) - 3600, toStartOfMinute(now()) + 60), \
+     ('prev_1h', toStartOfMinute(now()) - 7200, toStartOfMinute(now()) - 3600), \
+     ('last_24h', toStartOfMinute(now()) - 86400, toStartOfMinute(now()) + 60), \
+     ('prev_24h', toStartOfMinute(now()) - 172800, toStartOfMinute(now()) - 86400), \
+     ('last_7d', toStartOfMinute(now()) - 604800, toStartOfMinute(now()) + 60), \
+     ('prev_7d', toStartOfMinute(now()) - 1209600, toStartOfMinute(now()) - 604800)]";
+
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -133,11 +145,65 @@ pub const MIGRATIONS: &[Migration] = &[
             ) ENGINE = MergeTree() PARTITION BY toYYYYMM(received_at) ORDER BY (received_at, component)",
         ],
     },
+    Migration {
+        version: 2,
+        name: "rolling windows and per-dimension breakdowns of the metrics",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.team_dim_minute (
+                team String,
+                metric String,
+                dimension String,
+                dim_value String,
+                minute DateTime,
+                responses UInt64,
+                score_sum Int64,
+                positive UInt64,
+                negative UInt64
+            ) ENGINE = SummingMergeTree() PARTITION BY toYYYYMM(minute) ORDER BY (team, metric, dimension, dim_value, minute)",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.team_dim_minute_mv TO {db}.team_dim_minute AS
+             SELECT team, metric, tupleElement(d, 1) AS dimension, tupleElement(d, 2) AS dim_value,
+                    toStartOfMinute(occurred_at) AS minute,
+                    count() AS responses,
+                    sum(toInt64(score)) AS score_sum,
+                    sum(multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)) AS positive,
+                    sum(multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)) AS negative
+             FROM {db}.ratings
+             ARRAY JOIN [('channel', channel), ('product', ifNull(product, '')), ('kind', ifNull(interaction_kind, ''))] AS d
+             GROUP BY team, metric, dimension, dim_value, minute",
+            "CREATE VIEW IF NOT EXISTS {db}.team_metrics_window AS
+             SELECT team, metric, window, responses, positive, negative, score_sum, {metric_value} AS value
+             FROM (
+                SELECT team, metric, tupleElement(w, 1) AS window,
+                       sumIf(responses, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS responses,
+                       sumIf(positive, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS positive,
+                       sumIf(negative, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS negative,
+                       sumIf(score_sum, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS score_sum
+                FROM {db}.team_minute
+                ARRAY JOIN {windows} AS w
+                WHERE minute >= toStartOfMinute(now()) - 14 * 86400
+                GROUP BY team, metric, window
+             ) WHERE responses > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_breakdown AS
+             SELECT team, metric, dimension, dim_value, window, responses, positive, negative, score_sum, {metric_value} AS value
+             FROM (
+                SELECT team, metric, dimension, dim_value, tupleElement(w, 1) AS window,
+                       sumIf(responses, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS responses,
+                       sumIf(positive, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS positive,
+                       sumIf(negative, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS negative,
+                       sumIf(score_sum, minute >= tupleElement(w, 2) AND minute < tupleElement(w, 3)) AS score_sum
+                FROM {db}.team_dim_minute
+                ARRAY JOIN {windows} AS w
+                WHERE minute >= toStartOfMinute(now()) - 14 * 86400
+                GROUP BY team, metric, dimension, dim_value, window
+             ) WHERE responses > 0",
+        ],
+    },
 ];
 
 /// A statement with `{db}` and `{metric_value}` filled in.
 pub fn render(statement: &str, db: &str) -> String {
     statement
         .replace("{metric_value}", METRIC_VALUE_SQL)
+        .replace("{windows}", WINDOWS_SQL)
         .replace("{db}", db)
 }
