@@ -183,6 +183,51 @@ impl Env {
     }
 }
 
+/// Every record of `topic` a `read_committed` reader sees (committed transactions and
+/// non-transactional writes; no aborted data, no control markers), from all partitions.
+pub fn read_committed(topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::error::KafkaError;
+    use rdkafka::Message;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("rc"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut pending: std::collections::BTreeSet<i32> = parts.into_iter().collect();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: partitions {pending:?} never reached their end"
+        );
+        match c.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => out.push(m.detach()),
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort_by_key(|m| (m.partition(), m.offset()));
+    out
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
         for (_, c) in &mut self.children {

@@ -51,3 +51,63 @@ pub async fn ensure_topics(
     }
     Ok(created)
 }
+
+/// Partition count and replication factor of `topic`, or `None` when it does not exist.
+pub fn describe_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<(i32, i32)>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = kafka
+        .client_config()
+        .create()
+        .map_err(|e| format!("cannot create a Kafka client for {}: {e}", kafka.brokers))?;
+    let md = c.fetch_metadata(Some(topic), timeout).map_err(|e| {
+        format!(
+            "cannot read metadata of topic {topic} from {}: {e}",
+            kafka.brokers
+        )
+    })?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Ok(None);
+    }
+    let replication = t.partitions()[0].replicas().len() as i32;
+    Ok(Some((t.partitions().len() as i32, replication)))
+}
+
+/// Creates `topic` with the given settings unless it exists; returns whether it was created.
+pub async fn ensure_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) -> Result<bool, String> {
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
+        format!(
+            "cannot create Kafka admin client for {}: {e}",
+            kafka.brokers
+        )
+    })?;
+    let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (k, v) in configs {
+        t = t.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&t], &opts)
+        .await
+        .map_err(|e| format!("creating topic {topic} on {} failed: {e}", kafka.brokers))?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((name, code))) => Err(format!(
+            "cannot create topic {name} on {}: {code}",
+            kafka.brokers
+        )),
+    }
+}

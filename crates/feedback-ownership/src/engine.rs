@@ -2,9 +2,13 @@
 //! rating ↔ interaction join (whichever arrives first) within an event-time horizon;
 //! deduplication of ids within that horizon.
 //!
-//! State is in memory here; the attributor decides when to call [`Engine::expire`].
+//! One engine holds the state of one input partition (interactions and ratings are
+//! co-partitioned by key). Every state change is also recorded as a changelog record
+//! ([`Engine::take_changes`]) so that the caller can write it, in the same Kafka transaction
+//! as the outputs, to a compacted topic; [`Engine::restore`] rebuilds the state from it.
+//! The caller decides when to call [`Engine::expire`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use feedback_events::{
@@ -12,13 +16,16 @@ use feedback_events::{
 };
 
 use crate::files::{Ownership, Subject};
+use crate::state::Entry;
 
-/// What the engine remembers of an interaction, for the ratings that refer to it.
+/// What the engine remembers of an interaction, for the ratings that refer to it: the
+/// decision (team, claim, ownership version) that its ratings inherit.
 #[derive(Debug, Clone)]
 struct Known {
-    team: String,
-    claim: Option<ClaimRef>,
-    kind: String,
+    team: Arc<str>,
+    version: Arc<str>,
+    claim: Option<(Arc<str>, i32)>,
+    kind: Arc<str>,
     occurred_at: i64,
 }
 
@@ -26,6 +33,8 @@ struct Known {
 struct Parked {
     rating: Rating,
     source: SourceRef,
+    /// When the engine parked it (processing time), for the join latency.
+    parked_at_ms: i64,
 }
 
 /// Counters describing the state, for metrics.
@@ -33,20 +42,37 @@ struct Parked {
 pub struct EngineStats {
     pub interactions: usize,
     pub parked: usize,
-    pub seen: usize,
+    /// Rating ids remembered for deduplication (parked ones included).
+    pub ratings: usize,
     pub watermark_ms: i64,
+}
+
+/// One changelog record: key and value (see [`crate::state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    pub value: Vec<u8>,
 }
 
 pub struct Engine {
     ownership: Arc<Ownership>,
     horizon_ms: i64,
-    interactions: HashMap<String, Known>,
+    interactions: HashMap<Box<str>, Known>,
+    /// Rating ids seen within the horizon → event time.
+    ratings: HashMap<Box<str>, i64>,
     /// interaction id → ratings waiting for it.
-    parked: HashMap<String, Vec<Parked>>,
-    /// Ids seen within the horizon ("i:" or "r:" + id) → event time.
-    seen: HashMap<String, i64>,
+    parked: HashMap<Box<str>, Vec<Parked>>,
     /// Highest event time seen: the engine's notion of "now" in event time.
     watermark: i64,
+    /// Team names, versions, kinds and claim files, shared by every entry that uses them.
+    interner: HashSet<Arc<str>>,
+    changes: Vec<Change>,
+    /// Processing-time waits (ms) of ratings released since the last call to
+    /// [`Engine::take_join_waits`].
+    join_waits: Vec<i64>,
+    /// During a restore: parked ratings by rating id (a later record of the key may say
+    /// the rating is done); moved into `parked` by [`Engine::finish_restore`].
+    restoring: HashMap<Box<str>, Parked>,
 }
 
 /// Outcome of offering one event.
@@ -64,9 +90,13 @@ impl Engine {
             ownership,
             horizon_ms,
             interactions: HashMap::new(),
+            ratings: HashMap::new(),
             parked: HashMap::new(),
-            seen: HashMap::new(),
             watermark: i64::MIN,
+            interner: HashSet::new(),
+            changes: Vec::new(),
+            join_waits: Vec::new(),
+            restoring: HashMap::new(),
         }
     }
 
@@ -83,18 +113,90 @@ impl Engine {
         EngineStats {
             interactions: self.interactions.len(),
             parked: self.parked.values().map(Vec::len).sum(),
-            seen: self.seen.len(),
+            ratings: self.ratings.len(),
             watermark_ms: self.watermark,
         }
     }
 
-    fn first_sighting(&mut self, key: String, t: i64) -> bool {
+    /// The event-time watermark (highest event time seen), `i64::MIN` before any event.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Moves the watermark forward (never back), e.g. to the highest watermark of the
+    /// other partitions, so that a quiet partition still expires its parked ratings.
+    pub fn advance_watermark(&mut self, t: i64) {
         self.watermark = self.watermark.max(t);
-        if self.seen.contains_key(&key) {
-            return false;
+    }
+
+    /// Whether a parked rating is older than `cutoff` (event time), i.e. due as an orphan.
+    pub fn has_expired_parked(&self, cutoff: i64) -> bool {
+        self.parked
+            .values()
+            .any(|v| v.iter().all(|p| p.rating.occurred_at < cutoff))
+    }
+
+    /// An estimate of the heap bytes the state holds: hash table slots (entry plus one
+    /// control byte) at their allocated capacity, the key strings, and parked ratings'
+    /// own strings. Interned names are shared and not counted per key.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let keys = |n: usize| n; // one heap allocation per key, of its length
+        let mut b = self.interactions.capacity() * (size_of::<(Box<str>, Known)>() + 1)
+            + self.ratings.capacity() * (size_of::<(Box<str>, i64)>() + 1)
+            + self.parked.capacity() * (size_of::<(Box<str>, Vec<Parked>)>() + 1);
+        b += self
+            .interactions
+            .keys()
+            .map(|k| keys(k.len()))
+            .sum::<usize>();
+        b += self.ratings.keys().map(|k| keys(k.len())).sum::<usize>();
+        for (k, v) in &self.parked {
+            b += k.len() + v.capacity() * size_of::<Parked>();
+            for p in v {
+                let r = &p.rating;
+                b += r.rating_id.len()
+                    + r.interaction_id.as_ref().map_or(0, String::len)
+                    + r.comment.as_ref().map_or(0, String::len)
+                    + r.service.len()
+                    + r.customer_ref.len()
+                    + r.product.as_ref().map_or(0, String::len)
+                    + r.region.as_ref().map_or(0, String::len)
+                    + r.attributes
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 48)
+                        .sum::<usize>()
+                    + p.source.topic.len();
+            }
         }
-        self.seen.insert(key, t);
-        true
+        b
+    }
+
+    /// The changelog records of every state change since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// How long (processing time, ms) each rating released from parking since the last call
+    /// waited for its interaction.
+    pub fn take_join_waits(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.join_waits)
+    }
+
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.interner.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.interner.insert(a.clone());
+        a
+    }
+
+    fn record(&mut self, key: String, entry: &Entry) {
+        self.changes.push(Change {
+            key,
+            value: entry.encode(),
+        });
     }
 
     fn out(
@@ -128,7 +230,8 @@ impl Engine {
 
     /// Attributes an interaction and releases the ratings parked for it.
     pub fn on_interaction(&mut self, i: Interaction, source: SourceRef, now_ms: i64) -> Outcome {
-        if !self.first_sighting(format!("i:{}", i.interaction_id), i.occurred_at) {
+        self.advance_watermark(i.occurred_at);
+        if self.interactions.contains_key(i.interaction_id.as_str()) {
             return Outcome::Duplicate;
         }
         let (team, attribution, claim) = match i
@@ -139,53 +242,87 @@ impl Engine {
             Some(t) => (t.to_string(), Attribution::Explicit, None),
             None => self.by_claims(&Subject::from(&i)),
         };
+        let version = self.ownership.version.clone();
         let known = Known {
-            team: team.clone(),
-            claim: claim.clone(),
-            kind: i.kind.clone(),
+            team: self.intern(&team),
+            version: self.intern(&version),
+            claim: match &claim {
+                Some(c) => Some((self.intern(&c.file), c.index)),
+                None => None,
+            },
+            kind: self.intern(&i.kind),
             occurred_at: i.occurred_at,
         };
+        self.record(
+            format!("i:{}", i.interaction_id),
+            &Entry::Interaction {
+                occurred_at: i.occurred_at,
+                team: team.clone(),
+                version,
+                kind: i.kind.clone(),
+                claim: claim.as_ref().map(|c| (c.file.clone(), c.index)),
+            },
+        );
         let mut emit = Vec::with_capacity(1);
-        if let Some(waiting) = self.parked.remove(&i.interaction_id) {
+        emit.push(self.out(
+            Event::Interaction(i.clone()),
+            team,
+            attribution,
+            claim,
+            source,
+            now_ms,
+        ));
+        if let Some(waiting) = self.parked.remove(i.interaction_id.as_str()) {
             for p in waiting {
-                emit.push(self.joined(p.rating, &known, p.source, now_ms));
+                self.record(
+                    format!("r:{}", p.rating.rating_id),
+                    &Entry::RatingDone {
+                        occurred_at: p.rating.occurred_at,
+                    },
+                );
+                self.join_waits.push(now_ms.saturating_sub(p.parked_at_ms));
+                emit.push(Self::joined(p.rating, &known, p.source, now_ms));
             }
         }
-        self.interactions.insert(i.interaction_id.clone(), known);
-        emit.insert(
-            0,
-            self.out(
-                Event::Interaction(i),
-                team,
-                attribution,
-                claim,
-                source,
-                now_ms,
-            ),
-        );
+        self.interactions
+            .insert(i.interaction_id.into_boxed_str(), known);
         Outcome::Emit(emit)
     }
 
-    fn joined(&self, r: Rating, k: &Known, source: SourceRef, now_ms: i64) -> AttributedEvent {
-        let mut a = self.out(
-            Event::Rating(r),
-            k.team.clone(),
-            Attribution::Interaction,
-            k.claim.clone(),
+    fn joined(r: Rating, k: &Known, source: SourceRef, now_ms: i64) -> AttributedEvent {
+        AttributedEvent {
+            event: Event::Rating(r),
+            team: k.team.to_string(),
+            attribution: Attribution::Interaction,
+            claim: k.claim.as_ref().map(|(file, index)| ClaimRef {
+                file: file.to_string(),
+                index: *index,
+            }),
+            ownership_version: k.version.to_string(),
+            orphan: false,
+            interaction_kind: Some(k.kind.to_string()),
             source,
-            now_ms,
-        );
-        a.interaction_kind = Some(k.kind.clone());
-        a
+            attributed_at: now_ms,
+        }
     }
 
     /// Attributes a rating: joined to its interaction when known, parked when its
     /// interaction may still come, by its own fields when it names none.
     pub fn on_rating(&mut self, r: Rating, source: SourceRef, now_ms: i64) -> Outcome {
-        if !self.first_sighting(format!("r:{}", r.rating_id), r.occurred_at) {
+        self.advance_watermark(r.occurred_at);
+        if self.ratings.contains_key(r.rating_id.as_str()) {
             return Outcome::Duplicate;
         }
+        self.ratings
+            .insert(r.rating_id.clone().into_boxed_str(), r.occurred_at);
+        let key = format!("r:{}", r.rating_id);
         let Some(iid) = r.interaction_id.clone() else {
+            self.record(
+                key,
+                &Entry::RatingDone {
+                    occurred_at: r.occurred_at,
+                },
+            );
             let (team, attribution, claim) = self.by_claims(&Subject::from(&r));
             return Outcome::Emit(vec![self.out(
                 Event::Rating(r),
@@ -196,28 +333,50 @@ impl Engine {
                 now_ms,
             )]);
         };
-        if let Some(k) = self.interactions.get(&iid) {
-            return Outcome::Emit(vec![self.joined(r, k, source, now_ms)]);
+        if let Some(k) = self.interactions.get(iid.as_str()) {
+            let a = Self::joined(r, k, source, now_ms);
+            if let Event::Rating(r) = &a.event {
+                let done = Entry::RatingDone {
+                    occurred_at: r.occurred_at,
+                };
+                self.record(key, &done);
+            }
+            return Outcome::Emit(vec![a]);
         }
+        self.record(
+            key,
+            &Entry::RatingParked {
+                occurred_at: r.occurred_at,
+                source: source.clone(),
+                rating: Box::new(r.clone()),
+            },
+        );
         self.parked
-            .entry(iid)
+            .entry(iid.into_boxed_str())
             .or_default()
-            .push(Parked { rating: r, source });
+            .push(Parked {
+                rating: r,
+                source,
+                parked_at_ms: now_ms,
+            });
         Outcome::Emit(Vec::new())
     }
 
     /// Forgets what lies beyond the horizon (behind the event-time watermark) and emits the
     /// ratings whose interaction did not come in time, attributed by their own fields and
     /// marked as orphans. Event time drives this, so replays decide the same way.
+    ///
+    /// Forgotten entries are not tombstoned in the changelog: [`Engine::restore`] drops
+    /// them by the same rule, and the topic's retention deletes them.
     pub fn expire(&mut self, now_ms: i64) -> Vec<AttributedEvent> {
         if self.watermark == i64::MIN {
             return Vec::new();
         }
         let cutoff = self.watermark.saturating_sub(self.horizon_ms);
-        self.seen.retain(|_, t| *t >= cutoff);
+        self.ratings.retain(|_, t| *t >= cutoff);
         self.interactions.retain(|_, k| k.occurred_at >= cutoff);
         let mut orphans = Vec::new();
-        let expired: Vec<String> = self
+        let expired: Vec<Box<str>> = self
             .parked
             .iter()
             .filter(|(_, v)| v.iter().all(|p| p.rating.occurred_at < cutoff))
@@ -225,6 +384,12 @@ impl Engine {
             .collect();
         for key in expired {
             for p in self.parked.remove(&key).unwrap_or_default() {
+                self.record(
+                    format!("r:{}", p.rating.rating_id),
+                    &Entry::RatingDone {
+                        occurred_at: p.rating.occurred_at,
+                    },
+                );
                 let (team, attribution, claim) = self.by_claims(&Subject::from(&p.rating));
                 let mut a = self.out(
                     Event::Rating(p.rating),
@@ -239,6 +404,98 @@ impl Engine {
             }
         }
         orphans
+    }
+
+    /// Applies one changelog record (the latest record of a key wins, so records must be
+    /// applied in changelog order). Call [`Engine::finish_restore`] after the last one.
+    pub fn restore(&mut self, key: &str, value: Option<&[u8]>, now_ms: i64) -> Result<(), String> {
+        let (kind, id) = key
+            .split_once(':')
+            .ok_or_else(|| format!("state key {key:?} has no kind prefix"))?;
+        let Some(value) = value else {
+            match kind {
+                "i" => {
+                    self.interactions.remove(id);
+                }
+                _ => {
+                    self.ratings.remove(id);
+                    self.restoring.remove(id);
+                }
+            }
+            return Ok(());
+        };
+        let entry = Entry::decode(value).map_err(|e| format!("state key {key:?}: {e}"))?;
+        match (kind, entry) {
+            (
+                "i",
+                Entry::Interaction {
+                    occurred_at,
+                    team,
+                    version,
+                    kind,
+                    claim,
+                },
+            ) => {
+                self.advance_watermark(occurred_at);
+                let known = Known {
+                    team: self.intern(&team),
+                    version: self.intern(&version),
+                    claim: match claim {
+                        Some((f, i)) => Some((self.intern(&f), i)),
+                        None => None,
+                    },
+                    kind: self.intern(&kind),
+                    occurred_at,
+                };
+                self.interactions.insert(id.into(), known);
+            }
+            ("r", Entry::RatingDone { occurred_at }) => {
+                self.advance_watermark(occurred_at);
+                self.ratings.insert(id.into(), occurred_at);
+                self.restoring.remove(id);
+            }
+            (
+                "r",
+                Entry::RatingParked {
+                    occurred_at,
+                    source,
+                    rating,
+                },
+            ) => {
+                self.advance_watermark(occurred_at);
+                self.ratings.insert(id.into(), occurred_at);
+                self.restoring.insert(
+                    id.into(),
+                    Parked {
+                        rating: *rating,
+                        source,
+                        parked_at_ms: now_ms,
+                    },
+                );
+            }
+            (k, e) => return Err(format!("state key {key:?} ({k}) holds {e:?}")),
+        }
+        Ok(())
+    }
+
+    /// Ends a restore: drops what the horizon already passed (as [`Engine::expire`] would
+    /// have, without emitting: parked ratings beyond the horizon are emitted by the next
+    /// `expire`) and discards the restore's own change records.
+    pub fn finish_restore(&mut self) {
+        self.changes.clear();
+        let mut restored: Vec<Parked> = self.restoring.drain().map(|(_, p)| p).collect();
+        // Release order within one interaction follows the input order.
+        restored.sort_by_key(|p| (p.source.topic.clone(), p.source.partition, p.source.offset));
+        for p in restored {
+            let iid = p.rating.interaction_id.clone().unwrap_or_default();
+            self.parked.entry(iid.into_boxed_str()).or_default().push(p);
+        }
+        if self.watermark == i64::MIN {
+            return;
+        }
+        let cutoff = self.watermark.saturating_sub(self.horizon_ms);
+        self.ratings.retain(|_, t| *t >= cutoff);
+        self.interactions.retain(|_, k| k.occurred_at >= cutoff);
     }
 }
 
@@ -385,6 +642,155 @@ mod tests {
             ("support", Attribution::Claim, true)
         );
         assert_eq!(e.stats().parked, 0);
-        assert_eq!(e.stats().seen, 1, "r1 left the dedup window, i9 stays");
+        assert_eq!(
+            (e.stats().ratings, e.stats().interactions),
+            (0, 1),
+            "r1 left the dedup window, i9 stays"
+        );
+    }
+
+    fn ids(v: &[AttributedEvent]) -> Vec<(String, String, Attribution, bool, String)> {
+        v.iter()
+            .map(|a| {
+                (
+                    a.event.id().to_string(),
+                    a.team.clone(),
+                    a.attribution,
+                    a.orphan,
+                    a.ownership_version.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Replays `changes` (in order) into a fresh engine, as the attributor does after a
+    /// crash or when it takes over a partition.
+    fn restored(changes: &[Change]) -> Engine {
+        let mut b = engine();
+        for c in changes {
+            b.restore(&c.key, Some(&c.value), 0).unwrap();
+        }
+        b.finish_restore();
+        b
+    }
+
+    #[test]
+    fn state_restored_from_the_changelog_decides_exactly_like_the_original() {
+        let s = SourceRef::default();
+        let mut a = engine();
+        let mut log = Vec::new();
+        // r1 parked (interaction i1 later), r2 joins i2 at once, r3 parked forever (orphan),
+        // r4 has no interaction, i2 and r2 will come again as duplicates.
+        emitted(a.on_rating(rating("r1", 100, Some("i1"), Metric::Csat), s.clone(), 0));
+        emitted(a.on_interaction(interaction("i2", 90, "checkout-api", None), s.clone(), 0));
+        emitted(a.on_rating(rating("r2", 110, Some("i2"), Metric::Nps), s.clone(), 0));
+        emitted(a.on_rating(rating("r3", 120, Some("never"), Metric::Ces), s.clone(), 0));
+        emitted(a.on_rating(rating("r4", 130, None, Metric::Ces), s.clone(), 0));
+        log.extend(a.take_changes());
+        assert_eq!(
+            log.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+            vec!["r:r1", "i:i2", "r:r2", "r:r3", "r:r4"]
+        );
+        let mut b = restored(&log);
+        assert_eq!(a.stats(), b.stats());
+        assert_eq!(b.stats().parked, 2);
+
+        // The same continuation on both: duplicates, the late interaction, the horizon.
+        for e in [&mut a, &mut b] {
+            assert_eq!(
+                e.on_interaction(interaction("i2", 90, "checkout-api", None), s.clone(), 0),
+                Outcome::Duplicate
+            );
+            assert_eq!(
+                e.on_rating(rating("r2", 110, Some("i2"), Metric::Nps), s.clone(), 0),
+                Outcome::Duplicate
+            );
+            assert_eq!(
+                e.on_rating(rating("r1", 100, Some("i1"), Metric::Csat), s.clone(), 0),
+                Outcome::Duplicate
+            );
+        }
+        let out_a = emitted(a.on_interaction(
+            interaction("i1", 95, "other", Some("support")),
+            s.clone(),
+            0,
+        ));
+        let out_b = emitted(b.on_interaction(
+            interaction("i1", 95, "other", Some("support")),
+            s.clone(),
+            0,
+        ));
+        assert_eq!(out_a, out_b);
+        assert_eq!(
+            out_a,
+            vec![
+                ("i1".into(), "support".into(), Attribution::Explicit, false),
+                (
+                    "r1".into(),
+                    "support".into(),
+                    Attribution::Interaction,
+                    false
+                ),
+            ]
+        );
+        // A second restore, from everything written so far, still knows r1 is done.
+        log.extend(a.take_changes());
+        let mut c = restored(&log);
+        assert_eq!(c.stats().parked, 1, "only r3 still waits");
+        for e in [&mut a, &mut b, &mut c] {
+            emitted(e.on_interaction(
+                interaction("late", 120 + H + 1, "other", None),
+                s.clone(),
+                0,
+            ));
+        }
+        let (oa, ob, oc) = (a.expire(0), b.expire(0), c.expire(0));
+        assert_eq!(ids(&oa), ids(&ob));
+        assert_eq!(ids(&oa), ids(&oc));
+        assert_eq!(oa.len(), 1);
+        assert_eq!(
+            (
+                oa[0].event.id(),
+                oa[0].team.as_str(),
+                oa[0].attribution,
+                oa[0].orphan
+            ),
+            ("r3", "support", Attribution::Claim, true)
+        );
+        // Once the orphan is emitted, a restore does not park it again.
+        log.extend(a.take_changes());
+        let mut d = restored(&log);
+        assert_eq!(d.stats().parked, 0);
+        assert!(d.expire(0).is_empty());
+    }
+
+    #[test]
+    fn a_joined_rating_names_the_version_its_interaction_was_attributed_under() {
+        let s = SourceRef::default();
+        let mut e = engine();
+        let v1 = e.ownership().version.clone();
+        emitted(e.on_interaction(interaction("i1", 1, "checkout-api", None), s.clone(), 0));
+        let files = vec![(
+            "payments.toml".to_string(),
+            "team = \"payments\"\n[[claim]]\nservice = \"other\"\n".to_string(),
+        )];
+        e.set_ownership(Arc::new(Ownership::from_files(&files)));
+        let Outcome::Emit(v) = e.on_rating(rating("r1", 2, Some("i1"), Metric::Csat), s.clone(), 0)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (v[0].team.as_str(), v[0].ownership_version.as_str()),
+            ("payments", v1.as_str())
+        );
+        let Outcome::Emit(v) = e.on_interaction(interaction("i2", 3, "checkout-api", None), s, 0)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            v[0].team, UNOWNED,
+            "new version: checkout-api is nobody's now"
+        );
+        assert_ne!(v[0].ownership_version, v1);
     }
 }

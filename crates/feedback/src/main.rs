@@ -7,6 +7,7 @@
 mod attributor;
 mod collector;
 mod config;
+mod inspect;
 mod loadgen;
 mod metrics;
 mod probe;
@@ -73,6 +74,19 @@ enum Command {
         #[command(subcommand)]
         command: OwnershipCommand,
     },
+    /// Explain how one event (collector JSON) is attributed: the decision, the ownership
+    /// version, and every claim considered in order.
+    Explain {
+        /// The event as JSON, `@file` to read it from a file, or `-` for stdin.
+        event: String,
+        /// Directory holding one <team>.toml per team.
+        #[arg(
+            long,
+            env = "FEEDBACK_OWNERSHIP_DIR",
+            default_value = "deploy/ownership"
+        )]
+        ownership_dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -86,6 +100,17 @@ enum OwnershipCommand {
             default_value = "deploy/ownership"
         )]
         ownership_dir: std::path::PathBuf,
+        /// Real events to test the files against: a file of collector JSON (an array, or
+        /// one object per line), or `kafka:<topic>` to read the start of a topic. Prints
+        /// each team's share and what nobody claims; equal-priority overlaps an event
+        /// proves are errors.
+        #[arg(long)]
+        sample: Option<String>,
+        /// Most events read from a `kafka:` sample.
+        #[arg(long, default_value_t = 100_000)]
+        sample_max: usize,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -174,46 +199,25 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Watch(a) => watch::run(a).await?,
         Command::Probe(a) => probe::run(a).await?,
         Command::Ownership {
-            command: OwnershipCommand::Check { ownership_dir },
+            command:
+                OwnershipCommand::Check {
+                    ownership_dir,
+                    sample,
+                    sample_max,
+                    common,
+                },
         } => {
-            return Ok(ownership_check(&ownership_dir));
+            return Ok(inspect::ownership_check(
+                &ownership_dir,
+                sample.as_deref(),
+                sample_max,
+                &common,
+            ));
         }
+        Command::Explain {
+            event,
+            ownership_dir,
+        } => return Ok(inspect::explain_cmd(&ownership_dir, &event)),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn ownership_check(dir: &std::path::Path) -> ExitCode {
-    let files = match feedback_ownership::Ownership::read_dir(dir) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let o = feedback_ownership::Ownership::from_files(&files);
-    for d in &o.diagnostics {
-        println!("{}/{d}", dir.display());
-    }
-    let errors = o
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == feedback_ownership::Severity::Error)
-        .count();
-    let warnings = o.diagnostics.len() - errors;
-    println!(
-        "{} files, {} teams, {} claims, version {}: {errors} error(s), {warnings} warning(s)",
-        files.len(),
-        o.teams.len(),
-        o.claims.len(),
-        o.version
-    );
-    if files.is_empty() {
-        println!("no ownership files (*.toml) in {}", dir.display());
-        return ExitCode::FAILURE;
-    }
-    if errors > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }
