@@ -52,6 +52,8 @@ pub struct Env {
     pub database: String,
     pub collector_port: u16,
     children: Vec<(String, Child)>,
+    /// Children this test killed on purpose ([`Env::kill`]); not reported as crashed.
+    killed: Vec<usize>,
 }
 
 impl Env {
@@ -62,6 +64,7 @@ impl Env {
             database: name,
             collector_port: free_port(),
             children: Vec::new(),
+            killed: Vec::new(),
         }
     }
 
@@ -108,6 +111,29 @@ impl Env {
         stdout
     }
 
+    /// Starts `feedback <args>` with extra environment; returns its index for [`Env::kill`].
+    pub fn spawn_with(&mut self, args: &[&str], envs: &[(&str, &str)]) -> usize {
+        let mut cmd = self.cmd(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn feedback");
+        self.children.push((args.join(" "), child));
+        self.children.len() - 1
+    }
+
+    /// SIGKILLs (no clean shutdown) the child started as number `index` and reaps it.
+    pub fn kill(&mut self, index: usize) {
+        let (_, c) = &mut self.children[index];
+        let _ = c.kill();
+        let _ = c.wait();
+        self.killed.push(index);
+    }
+
     pub fn spawn(&mut self, args: &[&str]) {
         let child = self
             .cmd(args)
@@ -143,7 +169,10 @@ impl Env {
     }
 
     pub fn assert_alive(&mut self) {
-        for (name, c) in &mut self.children {
+        for (i, (name, c)) in self.children.iter_mut().enumerate() {
+            if self.killed.contains(&i) {
+                continue;
+            }
             if let Ok(Some(status)) = c.try_wait() {
                 panic!("`feedback {name}` exited early with {status}");
             }

@@ -8,7 +8,7 @@
 //! as the outputs, to a compacted topic; [`Engine::restore`] rebuilds the state from it.
 //! The caller decides when to call [`Engine::expire`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use feedback_events::{
@@ -62,6 +62,9 @@ pub struct Engine {
     ratings: HashMap<Box<str>, i64>,
     /// interaction id → ratings waiting for it.
     parked: HashMap<Box<str>, Vec<Parked>>,
+    /// Parked ratings by event time: (occurred_at, interaction id) of each, so that the
+    /// ones whose wait is over are found without scanning.
+    deadlines: BTreeSet<(i64, Box<str>)>,
     /// Highest event time seen: the engine's notion of "now" in event time.
     watermark: i64,
     /// Team names, versions, kinds and claim files, shared by every entry that uses them.
@@ -80,8 +83,9 @@ pub struct Engine {
 pub enum Outcome {
     /// Zero or more attributed events to emit (a rating can be parked: zero).
     Emit(Vec<AttributedEvent>),
-    /// The id was seen within the horizon: nothing new.
-    Duplicate,
+    /// The id was seen within the horizon: nothing new for it; the list holds orphans
+    /// the event's time released (usually none).
+    Duplicate(Vec<AttributedEvent>),
 }
 
 impl Engine {
@@ -92,6 +96,7 @@ impl Engine {
             interactions: HashMap::new(),
             ratings: HashMap::new(),
             parked: HashMap::new(),
+            deadlines: BTreeSet::new(),
             watermark: i64::MIN,
             interner: HashSet::new(),
             changes: Vec::new(),
@@ -131,9 +136,64 @@ impl Engine {
 
     /// Whether a parked rating is older than `cutoff` (event time), i.e. due as an orphan.
     pub fn has_expired_parked(&self, cutoff: i64) -> bool {
-        self.parked
-            .values()
-            .any(|v| v.iter().all(|p| p.rating.occurred_at < cutoff))
+        self.deadlines.first().is_some_and(|(t, _)| *t < cutoff)
+    }
+
+    fn cutoff(&self) -> i64 {
+        if self.watermark == i64::MIN {
+            i64::MIN
+        } else {
+            self.watermark.saturating_sub(self.horizon_ms)
+        }
+    }
+
+    /// Emits, as orphans, the parked ratings whose wait the watermark has ended: event
+    /// time older than watermark − horizon. Called before every event is handled, so the
+    /// outcome does not depend on how input is batched.
+    fn release_due(&mut self, now_ms: i64, out: &mut Vec<AttributedEvent>) {
+        let cutoff = self.cutoff();
+        while let Some((t, _)) = self.deadlines.first() {
+            if *t >= cutoff {
+                break;
+            }
+            let Some((t, iid)) = self.deadlines.pop_first() else {
+                break;
+            };
+            let Some(list) = self.parked.get_mut(&iid) else {
+                continue;
+            };
+            let (due, keep): (Vec<Parked>, Vec<Parked>) =
+                list.drain(..).partition(|p| p.rating.occurred_at == t);
+            if keep.is_empty() {
+                self.parked.remove(&iid);
+            } else {
+                *list = keep;
+            }
+            for p in due {
+                self.record(
+                    format!("r:{}", p.rating.rating_id),
+                    &Entry::RatingDone {
+                        occurred_at: p.rating.occurred_at,
+                    },
+                );
+                let (team, attribution, claim) = self.by_claims(&Subject::from(&p.rating));
+                let mut a = self.out(
+                    Event::Rating(p.rating),
+                    team,
+                    attribution,
+                    claim,
+                    p.source,
+                    now_ms,
+                );
+                a.orphan = true;
+                out.push(a);
+            }
+        }
+    }
+
+    fn park(&mut self, iid: Box<str>, p: Parked) {
+        self.deadlines.insert((p.rating.occurred_at, iid.clone()));
+        self.parked.entry(iid).or_default().push(p);
     }
 
     /// An estimate of the heap bytes the state holds: hash table slots (entry plus one
@@ -231,8 +291,15 @@ impl Engine {
     /// Attributes an interaction and releases the ratings parked for it.
     pub fn on_interaction(&mut self, i: Interaction, source: SourceRef, now_ms: i64) -> Outcome {
         self.advance_watermark(i.occurred_at);
-        if self.interactions.contains_key(i.interaction_id.as_str()) {
-            return Outcome::Duplicate;
+        let mut emit = Vec::with_capacity(1);
+        self.release_due(now_ms, &mut emit);
+        let cutoff = self.cutoff();
+        if self
+            .interactions
+            .get(i.interaction_id.as_str())
+            .is_some_and(|k| k.occurred_at >= cutoff)
+        {
+            return Self::duplicate_or(emit);
         }
         let (team, attribution, claim) = match i
             .team
@@ -263,7 +330,6 @@ impl Engine {
                 claim: claim.as_ref().map(|c| (c.file.clone(), c.index)),
             },
         );
-        let mut emit = Vec::with_capacity(1);
         emit.push(self.out(
             Event::Interaction(i.clone()),
             team,
@@ -274,6 +340,8 @@ impl Engine {
         ));
         if let Some(waiting) = self.parked.remove(i.interaction_id.as_str()) {
             for p in waiting {
+                self.deadlines
+                    .remove(&(p.rating.occurred_at, i.interaction_id.as_str().into()));
                 self.record(
                     format!("r:{}", p.rating.rating_id),
                     &Entry::RatingDone {
@@ -310,8 +378,15 @@ impl Engine {
     /// interaction may still come, by its own fields when it names none.
     pub fn on_rating(&mut self, r: Rating, source: SourceRef, now_ms: i64) -> Outcome {
         self.advance_watermark(r.occurred_at);
-        if self.ratings.contains_key(r.rating_id.as_str()) {
-            return Outcome::Duplicate;
+        let mut emit = Vec::new();
+        self.release_due(now_ms, &mut emit);
+        let cutoff = self.cutoff();
+        if self
+            .ratings
+            .get(r.rating_id.as_str())
+            .is_some_and(|t| *t >= cutoff)
+        {
+            return Self::duplicate_or(emit);
         }
         self.ratings
             .insert(r.rating_id.clone().into_boxed_str(), r.occurred_at);
@@ -324,16 +399,14 @@ impl Engine {
                 },
             );
             let (team, attribution, claim) = self.by_claims(&Subject::from(&r));
-            return Outcome::Emit(vec![self.out(
-                Event::Rating(r),
-                team,
-                attribution,
-                claim,
-                source,
-                now_ms,
-            )]);
+            emit.push(self.out(Event::Rating(r), team, attribution, claim, source, now_ms));
+            return Outcome::Emit(emit);
         };
-        if let Some(k) = self.interactions.get(iid.as_str()) {
+        if let Some(k) = self
+            .interactions
+            .get(iid.as_str())
+            .filter(|k| k.occurred_at >= cutoff)
+        {
             let a = Self::joined(r, k, source, now_ms);
             if let Event::Rating(r) = &a.event {
                 let done = Entry::RatingDone {
@@ -341,7 +414,8 @@ impl Engine {
                 };
                 self.record(key, &done);
             }
-            return Outcome::Emit(vec![a]);
+            emit.push(a);
+            return Outcome::Emit(emit);
         }
         self.record(
             key,
@@ -351,15 +425,19 @@ impl Engine {
                 rating: Box::new(r.clone()),
             },
         );
-        self.parked
-            .entry(iid.into_boxed_str())
-            .or_default()
-            .push(Parked {
+        self.park(
+            iid.into_boxed_str(),
+            Parked {
                 rating: r,
                 source,
                 parked_at_ms: now_ms,
-            });
-        Outcome::Emit(Vec::new())
+            },
+        );
+        Outcome::Emit(emit)
+    }
+
+    fn duplicate_or(emit: Vec<AttributedEvent>) -> Outcome {
+        Outcome::Duplicate(emit)
     }
 
     /// Forgets what lies beyond the horizon (behind the event-time watermark) and emits the
@@ -372,37 +450,11 @@ impl Engine {
         if self.watermark == i64::MIN {
             return Vec::new();
         }
-        let cutoff = self.watermark.saturating_sub(self.horizon_ms);
+        let cutoff = self.cutoff();
         self.ratings.retain(|_, t| *t >= cutoff);
         self.interactions.retain(|_, k| k.occurred_at >= cutoff);
         let mut orphans = Vec::new();
-        let expired: Vec<Box<str>> = self
-            .parked
-            .iter()
-            .filter(|(_, v)| v.iter().all(|p| p.rating.occurred_at < cutoff))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            for p in self.parked.remove(&key).unwrap_or_default() {
-                self.record(
-                    format!("r:{}", p.rating.rating_id),
-                    &Entry::RatingDone {
-                        occurred_at: p.rating.occurred_at,
-                    },
-                );
-                let (team, attribution, claim) = self.by_claims(&Subject::from(&p.rating));
-                let mut a = self.out(
-                    Event::Rating(p.rating),
-                    team,
-                    attribution,
-                    claim,
-                    p.source,
-                    now_ms,
-                );
-                a.orphan = true;
-                orphans.push(a);
-            }
-        }
+        self.release_due(now_ms, &mut orphans);
         orphans
     }
 
@@ -488,7 +540,7 @@ impl Engine {
         restored.sort_by_key(|p| (p.source.topic.clone(), p.source.partition, p.source.offset));
         for p in restored {
             let iid = p.rating.interaction_id.clone().unwrap_or_default();
-            self.parked.entry(iid.into_boxed_str()).or_default().push(p);
+            self.park(iid.into_boxed_str(), p);
         }
         if self.watermark == i64::MIN {
             return;
@@ -555,7 +607,7 @@ mod tests {
                 .into_iter()
                 .map(|a| (a.event.id().to_string(), a.team, a.attribution, a.orphan))
                 .collect(),
-            Outcome::Duplicate => panic!("unexpected duplicate"),
+            Outcome::Duplicate(_) => panic!("unexpected duplicate"),
         }
     }
 
@@ -595,7 +647,7 @@ mod tests {
         );
         assert!(matches!(
             e.on_rating(rating("r1", 10, Some("i1"), Metric::Csat), s.clone(), 0),
-            Outcome::Duplicate
+            Outcome::Duplicate(_)
         ));
         assert_eq!(
             emitted(e.on_interaction(interaction("i1", 5, "checkout-api", None), s.clone(), 0)),
@@ -620,7 +672,7 @@ mod tests {
         );
         assert!(matches!(
             e.on_interaction(interaction("i1", 5, "checkout-api", None), s, 0),
-            Outcome::Duplicate
+            Outcome::Duplicate(_)
         ));
     }
 
@@ -633,15 +685,20 @@ mod tests {
                 .is_empty()
         );
         assert!(e.expire(0).is_empty());
-        // Event time moves past the horizon through another event.
-        emitted(e.on_interaction(interaction("i9", H + 1, "other", None), s, 0));
-        let o = e.expire(0);
-        assert_eq!(o.len(), 1);
+        // Event time moves past the horizon through another event, which releases the
+        // orphan before its own output (so batching cannot change the result).
+        let Outcome::Emit(o) = e.on_interaction(interaction("i9", H + 1, "other", None), s, 0)
+        else {
+            panic!()
+        };
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[1].event.id(), "i9");
         assert_eq!(
             (o[0].team.as_str(), o[0].attribution, o[0].orphan),
             ("support", Attribution::Claim, true)
         );
         assert_eq!(e.stats().parked, 0);
+        assert!(e.expire(0).is_empty(), "nothing left to release");
         assert_eq!(
             (e.stats().ratings, e.stats().interactions),
             (0, 1),
@@ -699,15 +756,15 @@ mod tests {
         for e in [&mut a, &mut b] {
             assert_eq!(
                 e.on_interaction(interaction("i2", 90, "checkout-api", None), s.clone(), 0),
-                Outcome::Duplicate
+                Outcome::Duplicate(vec![])
             );
             assert_eq!(
                 e.on_rating(rating("r2", 110, Some("i2"), Metric::Nps), s.clone(), 0),
-                Outcome::Duplicate
+                Outcome::Duplicate(vec![])
             );
             assert_eq!(
                 e.on_rating(rating("r1", 100, Some("i1"), Metric::Csat), s.clone(), 0),
-                Outcome::Duplicate
+                Outcome::Duplicate(vec![])
             );
         }
         let out_a = emitted(a.on_interaction(
@@ -737,14 +794,21 @@ mod tests {
         log.extend(a.take_changes());
         let mut c = restored(&log);
         assert_eq!(c.stats().parked, 1, "only r3 still waits");
-        for e in [&mut a, &mut b, &mut c] {
-            emitted(e.on_interaction(
-                interaction("late", 120 + H + 1, "other", None),
-                s.clone(),
-                0,
-            ));
-        }
-        let (oa, ob, oc) = (a.expire(0), b.expire(0), c.expire(0));
+        let mut late = |e: &mut Engine| match e.on_interaction(
+            interaction("late", 120 + H + 1, "other", None),
+            s.clone(),
+            0,
+        ) {
+            Outcome::Emit(mut v) => {
+                assert_eq!(
+                    v.pop().map(|a| a.event.id().to_string()).as_deref(),
+                    Some("late")
+                );
+                v
+            }
+            o => panic!("{o:?}"),
+        };
+        let (oa, ob, oc) = (late(&mut a), late(&mut b), late(&mut c));
         assert_eq!(ids(&oa), ids(&ob));
         assert_eq!(ids(&oa), ids(&oc));
         assert_eq!(oa.len(), 1);

@@ -185,6 +185,9 @@ impl Worker {
             // Range assignment gives one member the same partition number of both input
             // topics, which is what co-partitioned state needs.
             .set("partition.assignment.strategy", "range")
+            // Static membership: a restarted instance takes its partitions back at once
+            // instead of waiting for the group to notice the old member is gone.
+            .set("group.instance.id", args.instance_name())
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "5000")
@@ -269,6 +272,13 @@ impl Worker {
                         }
                     }
                     Some(Err(e)) => {
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
+                            anyhow::bail!(
+                                "another attributor joined group {} as instance {:?}: give every instance its own --instance ({e})",
+                                self.args.group,
+                                self.args.instance_name()
+                            );
+                        }
                         tracing::warn!(error = %e, "Kafka consumer error");
                         break;
                     }
@@ -698,11 +708,15 @@ impl Worker {
             match outcome {
                 Ok(Outcome::Emit(list)) => {
                     for a in &list {
+                        pending.orphans += a.orphan as u64;
                         self.emit(a, &mut pending)?;
                     }
                 }
-                Ok(Outcome::Duplicate) => {
+                Ok(Outcome::Duplicate(released)) => {
                     self.metrics.duplicates.with_label_values(&[kind]).inc();
+                    for a in &released {
+                        self.emit(a, &mut pending)?;
+                    }
                 }
                 Err((code, text)) => {
                     self.dead_letter(m, code, &text)?;
