@@ -46,6 +46,20 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every value [`DecodeError::code`] returns.
+    pub const CODES: &'static [&'static str] = &[
+        "too_short",
+        "bad_marker",
+        "unknown_fingerprint",
+        "truncated",
+        "varint_overflow",
+        "bad_length",
+        "invalid_utf8",
+        "bad_index",
+        "bad_value",
+        "trailing_bytes",
+    ];
+
     /// Bounded, stable reason code.
     pub fn code(&self) -> &'static str {
         match self {

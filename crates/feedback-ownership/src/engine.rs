@@ -313,10 +313,7 @@ impl Engine {
         let known = Known {
             team: self.intern(&team),
             version: self.intern(&version),
-            claim: match &claim {
-                Some(c) => Some((self.intern(&c.file), c.index)),
-                None => None,
-            },
+            claim: claim.as_ref().map(|c| (self.intern(&c.file), c.index)),
             kind: self.intern(&i.kind),
             occurred_at: i.occurred_at,
         };
@@ -492,10 +489,7 @@ impl Engine {
                 let known = Known {
                     team: self.intern(&team),
                     version: self.intern(&version),
-                    claim: match claim {
-                        Some((f, i)) => Some((self.intern(&f), i)),
-                        None => None,
-                    },
+                    claim: claim.map(|(f, i)| (self.intern(&f), i)),
                     kind: self.intern(&kind),
                     occurred_at,
                 };
@@ -794,7 +788,7 @@ mod tests {
         log.extend(a.take_changes());
         let mut c = restored(&log);
         assert_eq!(c.stats().parked, 1, "only r3 still waits");
-        let mut late = |e: &mut Engine| match e.on_interaction(
+        let late = |e: &mut Engine| match e.on_interaction(
             interaction("late", 120 + H + 1, "other", None),
             s.clone(),
             0,

@@ -205,6 +205,10 @@ pub fn analyse_sample(o: &Ownership, events: &[Event]) -> SampleReport {
         total: events.len(),
         ..Default::default()
     };
+    // Every team appears, so a team sees when the sample holds nothing of its own.
+    for t in &o.teams {
+        r.by_team.insert(t.team.clone(), 0);
+    }
     let already: BTreeSet<(String, usize)> = o
         .diagnostics
         .iter()

@@ -2,14 +2,14 @@
 //! and the restore of partition state from the compacted changelog topic.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use feedback_kafka::rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use feedback_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use feedback_kafka::rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use feedback_kafka::KafkaConfig;
-use feedback_ownership::{Engine, Ownership};
+use feedback_ownership::Engine;
 use prometheus::IntGaugeVec;
 
 /// What the consumer's rebalance callbacks saw; drained by the worker after each poll.
@@ -97,14 +97,13 @@ pub fn restore(
     group: &str,
     changelog: &str,
     parts: &BTreeSet<i32>,
-    ownership: &Arc<Ownership>,
-    horizon_ms: i64,
+    new_engine: impl Fn() -> Engine,
     now_ms: i64,
     timeout: Duration,
 ) -> anyhow::Result<(HashMap<i32, Engine>, u64)> {
     let mut engines: HashMap<i32, Engine> = parts
         .iter()
-        .map(|p| (*p, Engine::new(ownership.clone(), horizon_ms)))
+        .map(|p| (*p, new_engine()))
         .collect();
     if parts.is_empty() {
         return Ok((engines, 0));

@@ -120,6 +120,22 @@ impl Metrics {
                 .buckets(vec![0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0]),
             )?,
         };
+        // Known label values start at zero, so dashboards and alerts see the series
+        // before the first event of its kind.
+        for kind in ["interaction", "rating"] {
+            m.events_in.with_label_values(&[kind]);
+            m.duplicates.with_label_values(&[kind]);
+            m.state_keys.with_label_values(&[kind]);
+        }
+        for result in ["committed", "aborted"] {
+            m.transactions.with_label_values(&[result]);
+        }
+        for reason in feedback_events::codec::DecodeError::CODES
+            .iter()
+            .chain(&["wrong_schema"])
+        {
+            m.dead_letters.with_label_values(&[reason]);
+        }
         r.register(Box::new(m.events_in.clone()))?;
         r.register(Box::new(m.events_out.clone()))?;
         r.register(Box::new(m.duplicates.clone()))?;

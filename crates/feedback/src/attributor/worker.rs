@@ -424,11 +424,8 @@ impl Worker {
                     for p in &revoked {
                         self.assigned.remove(p);
                         if let Some(e) = self.engines.remove(p) {
-                            match self.changelog_end(*p) {
-                                Some(end) => {
-                                    self.stale.insert(*p, (e, end));
-                                }
-                                None => {}
+                            if let Some(end) = self.changelog_end(*p) {
+                                self.stale.insert(*p, (e, end));
                             }
                         }
                     }
@@ -491,8 +488,7 @@ impl Worker {
             &self.args.group,
             &self.changelog,
             need,
-            &self.ownership,
-            self.horizon_ms,
+            || Engine::new(self.ownership.clone(), self.horizon_ms),
             now_ms(),
             RESTORE_TIMEOUT,
         )?;
