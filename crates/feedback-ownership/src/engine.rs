@@ -202,9 +202,12 @@ impl Engine {
     pub fn approx_bytes(&self) -> usize {
         use std::mem::size_of;
         let keys = |n: usize| n; // one heap allocation per key, of its length
-        let mut b = self.interactions.capacity() * (size_of::<(Box<str>, Known)>() + 1)
-            + self.ratings.capacity() * (size_of::<(Box<str>, i64)>() + 1)
-            + self.parked.capacity() * (size_of::<(Box<str>, Vec<Parked>)>() + 1);
+                                 // A table of capacity c has about c * 8 / 7 buckets (7/8 maximum load).
+        let buckets = |c: usize| c + c / 7;
+        let mut b = buckets(self.interactions.capacity()) * (size_of::<(Box<str>, Known)>() + 1)
+            + buckets(self.ratings.capacity()) * (size_of::<(Box<str>, i64)>() + 1)
+            + buckets(self.parked.capacity()) * (size_of::<(Box<str>, Vec<Parked>)>() + 1)
+            + self.deadlines.len() * (size_of::<(i64, Box<str>)>() + 16);
         b += self
             .interactions
             .keys()
@@ -212,7 +215,7 @@ impl Engine {
             .sum::<usize>();
         b += self.ratings.keys().map(|k| keys(k.len())).sum::<usize>();
         for (k, v) in &self.parked {
-            b += k.len() + v.capacity() * size_of::<Parked>();
+            b += 2 * k.len() + v.capacity() * size_of::<Parked>();
             for p in v {
                 let r = &p.rating;
                 b += r.rating_id.len()

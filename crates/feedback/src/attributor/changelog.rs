@@ -101,10 +101,7 @@ pub fn restore(
     now_ms: i64,
     timeout: Duration,
 ) -> anyhow::Result<(HashMap<i32, Engine>, u64)> {
-    let mut engines: HashMap<i32, Engine> = parts
-        .iter()
-        .map(|p| (*p, new_engine()))
-        .collect();
+    let mut engines: HashMap<i32, Engine> = parts.iter().map(|p| (*p, new_engine())).collect();
     if parts.is_empty() {
         return Ok((engines, 0));
     }
