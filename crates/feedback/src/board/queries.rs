@@ -81,7 +81,7 @@ pub const COMMENTS_SQL: &str = "SELECT rating_id, occurred_at_ms, metric, score,
         FROM {db}.ratings \
         WHERE team = ? AND comment IS NOT NULL AND comment != '' \
         ORDER BY occurred_at_ms DESC, rating_id LIMIT ? \
-     ) ANY LEFT JOIN ( \
+     ) AS r ANY LEFT JOIN ( \
         SELECT interaction_id, kind AS i_kind, channel AS i_channel, service AS i_service, \
                ifNull(product, '') AS i_product \
         FROM {db}.interactions \
@@ -89,7 +89,7 @@ pub const COMMENTS_SQL: &str = "SELECT rating_id, occurred_at_ms, metric, score,
             SELECT ifNull(interaction_id, '') FROM {db}.ratings \
             WHERE team = ? AND comment IS NOT NULL AND comment != '' \
         ) \
-     ) USING interaction_id \
+     ) AS i USING interaction_id \
      ORDER BY occurred_at_ms DESC, rating_id";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
@@ -283,5 +283,140 @@ impl Queries {
                 .bind(now)
                 .bind(prev)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DB: &str = "board_sqlcheck";
+
+    /// Fills `?` placeholders in order with SQL literals.
+    fn fill(sql: &str, args: &[&str]) -> String {
+        let mut out = String::new();
+        let mut it = args.iter();
+        for ch in sql.chars() {
+            if ch == '?' {
+                out.push_str(it.next().expect("enough arguments"));
+            } else {
+                out.push(ch);
+            }
+        }
+        assert!(it.next().is_none(), "too many arguments for {sql}");
+        migrations::render(&out, DB)
+    }
+
+    /// Every board query runs on current ClickHouse (chDB 26.x) over the real migrations and
+    /// returns what the seeded rows imply (computed by hand here). ClickHouse 18.16 runs the
+    /// same SQL in the integration tests (tests/it/board.rs).
+    #[test]
+    fn board_sql_runs_on_current_clickhouse() {
+        let mut statements = vec![format!("CREATE DATABASE {DB}")];
+        for m in migrations::MIGRATIONS {
+            for s in m.statements {
+                statements.push(migrations::render(s, DB));
+            }
+        }
+        let cols = "rating_id, occurred_at, occurred_at_ms, interaction_id, metric, score, comment, service, channel, \
+                    customer_ref, product, attributes, team, attribution, ownership_version, orphan, interaction_kind, \
+                    source_topic, source_partition, source_offset, attributed_at_ms";
+        // payments: 4 CSAT answers 5, 4, 2, 1 five minutes ago (2 positive of 4 = 50%), one with
+        // a comment on interaction i1; 2 CES answers 6 and 4 ninety minutes ago; one orphan.
+        statements.push(format!(
+            "INSERT INTO {DB}.ratings ({cols}) VALUES \
+             ('r1', now() - 300, 1000, 'i1', 'csat', 5, 'great', 'checkout-api', 'web', 'c', 'card', '{{}}', 'payments', 'claim', 'v', 0, 'order', 't', 0, 1, 0), \
+             ('r2', now() - 300, 2000, NULL, 'csat', 4, NULL, 'checkout-api', 'web', 'c', NULL, '{{}}', 'payments', 'claim', 'v', 0, NULL, 't', 0, 2, 0), \
+             ('r3', now() - 300, 3000, 'i9', 'csat', 2, 'slow', 'checkout-api', 'app', 'c', NULL, '{{}}', 'payments', 'claim', 'v', 1, NULL, 't', 0, 3, 0), \
+             ('r4', now() - 300, 4000, NULL, 'csat', 1, NULL, 'checkout-api', 'app', 'c', NULL, '{{}}', 'payments', 'claim', 'v', 0, NULL, 't', 0, 4, 0), \
+             ('r5', now() - 5400, 5000, NULL, 'ces', 6, NULL, 'checkout-api', 'app', 'c', NULL, '{{}}', 'payments', 'claim', 'v', 0, NULL, 't', 0, 5, 0), \
+             ('r6', now() - 5400, 6000, NULL, 'ces', 4, NULL, 'checkout-api', 'app', 'c', NULL, '{{}}', 'payments', 'claim', 'v', 0, NULL, 't', 0, 6, 0), \
+             ('r7', now() - 300, 7000, NULL, 'nps', 3, NULL, 'x', 'web', 'c', NULL, '{{}}', 'unowned', 'unowned', 'v', 0, NULL, 't', 0, 7, 0)"
+        ));
+        statements.push(format!(
+            "INSERT INTO {DB}.interactions (interaction_id, occurred_at, occurred_at_ms, service, channel, kind, customer_ref, \
+             product, attributes, team, attribution, ownership_version, source_topic, source_partition, source_offset, attributed_at_ms) \
+             VALUES ('i1', now() - 400, 900, 'checkout-api', 'web', 'order', 'c', 'payments-card', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0)"
+        ));
+        let queries = serde_json::json!({
+            "windows": fill(WINDOW_SQL, &["'last_1h'", "'prev_1h'"]),
+            "windows_team": fill(WINDOW_TEAM_SQL, &["'last_1h'", "'prev_1h'", "'payments'"]),
+            "trend": fill(TREND_SQL, &["'minute'", "3600"]),
+            "trend_team": fill(TREND_TEAM_SQL, &["'hour'", "86400", "'payments'"]),
+            "breakdown": fill(BREAKDOWN_SQL, &["'payments'", "'last_1h'"]),
+            "comments": fill(COMMENTS_SQL, &["'payments'", "20", "'payments'"]),
+            "health_team": fill(&HEALTH_SQL.replace("{filter}", "team = ?"), &["'payments'"; 3]),
+            "health_all": fill(&HEALTH_SQL.replace("{filter}", "1"), &[]),
+            "ces_squares": fill(CES_SQUARES_SQL, &["'last_1h'", "'prev_1h'"]),
+        });
+        let input = serde_json::json!({ "statements": statements, "queries": queries });
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/board_sql_chdb.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs (tests/run.sh installs chDB)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let csat: Vec<_> = r["windows_team"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["metric"] == "csat")
+            .collect();
+        assert_eq!(csat.len(), 1, "{r}");
+        assert_eq!(csat[0]["window"], "last_1h");
+        assert_eq!(csat[0]["responses"].as_u64(), Some(4));
+        assert_eq!(csat[0]["value"].as_f64(), Some(50.0));
+        let ces: Vec<_> = r["windows_team"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["metric"] == "ces")
+            .collect();
+        assert_eq!(ces[0]["window"], "prev_1h");
+        assert_eq!(ces[0]["value"].as_f64(), Some(5.0));
+        // Worst channel first: app (0 of 2 positive) before web (2 of 2).
+        let b = r["breakdown"].as_array().unwrap();
+        let ch: Vec<_> = b.iter().filter(|x| x["dimension"] == "channel").collect();
+        assert_eq!(ch[0]["dim_value"], "app");
+        assert_eq!(ch[0]["value"].as_f64(), Some(0.0));
+        assert_eq!(ch[1]["dim_value"], "web");
+        // Newest comment first; only r1's interaction is known.
+        let c = r["comments"].as_array().unwrap();
+        assert_eq!(c.len(), 2, "{r}");
+        assert_eq!(c[0]["rating_id"], "r3");
+        assert_eq!(c[0]["i_kind"], "");
+        assert_eq!(c[1]["rating_id"], "r1");
+        assert_eq!(c[1]["i_kind"], "order");
+        assert_eq!(c[1]["i_product"], "payments-card");
+        assert_eq!(r["health_team"][0]["orphans"].as_u64(), Some(1));
+        assert_eq!(r["health_all"][0]["unowned_ratings"].as_u64(), Some(1));
+        assert!(r["health_team"][0]["ratings_last"].as_i64().unwrap() > 0);
+        // CES: prev_1h holds 6 and 4: sum 10, squares 52.
+        let q = &r["ces_squares"][0];
+        assert_eq!(q["window"], "prev_1h");
+        assert_eq!(q["responses"].as_u64(), Some(2));
+        assert_eq!(q["score_sum"].as_i64(), Some(10));
+        assert_eq!(q["score_sq_sum"].as_i64(), Some(52));
+        let trend = r["trend_team"].as_array().unwrap();
+        assert!(trend
+            .iter()
+            .any(|x| x["metric"] == "csat" && x["responses"].as_u64() == Some(4)));
+        assert!(!r["trend"].as_array().unwrap().is_empty());
     }
 }
