@@ -4,6 +4,7 @@
 //! One test binary, several modules: faster to build than many.
 
 mod avro_interop;
+mod board;
 mod cli;
 mod collector_errors;
 mod harness;

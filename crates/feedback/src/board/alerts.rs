@@ -261,6 +261,14 @@ pub fn format_value(metric: &str, v: f64) -> String {
     }
 }
 
+fn format_p(p: f64) -> String {
+    if p < 1e-15 {
+        "p < 1e-15".into()
+    } else {
+        format!("p = {p:.2e}")
+    }
+}
+
 fn format_drop(metric: &str, d: f64) -> String {
     match metric {
         "csat" | "nps" => format!("{d:.1} points"),
@@ -286,7 +294,7 @@ pub struct AlertText<'a> {
 pub fn payload(a: &AlertText<'_>, channel: Option<&str>) -> serde_json::Value {
     let label = metric_label(a.metric);
     let text = format!(
-        "{label} of {} dropped from {} to {} (−{}) in the {} vs the one before, on {} responses ({} before); {} p = {:.2e} < {}. Team page: {}",
+        "{label} of {} dropped from {} to {} (−{}) in the {} vs the one before, on {} responses ({} before); {} {} < {}. Team page: {}",
         a.team_name,
         format_value(a.metric, a.before.value),
         format_value(a.metric, a.now.value),
@@ -295,12 +303,12 @@ pub fn payload(a: &AlertText<'_>, channel: Option<&str>) -> serde_json::Value {
         a.now.responses,
         a.before.responses,
         a.test.test,
-        a.test.p_value,
+        format_p(a.test.p_value),
         a.alpha,
         a.page_url
     );
     let mrkdwn = format!(
-        "*{label} of {} dropped* from {} to *{}* (−{}) in the {} vs the one before\n{} responses now, {} before · {} p = {:.2e}\n<{}|Open {}'s page>",
+        "*{label} of {} dropped* from {} to *{}* (−{}) in the {} vs the one before\n{} responses now, {} before · {} {}\n<{}|Open {}'s page>",
         a.team_name,
         format_value(a.metric, a.before.value),
         format_value(a.metric, a.now.value),
@@ -309,7 +317,7 @@ pub fn payload(a: &AlertText<'_>, channel: Option<&str>) -> serde_json::Value {
         a.now.responses,
         a.before.responses,
         a.test.test,
-        a.test.p_value,
+        format_p(a.test.p_value),
         a.page_url,
         a.team_name
     );

@@ -148,13 +148,11 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response()
 }
 
-fn window_of(p: &Params) -> Result<&'static str, Response> {
+fn window_of(p: &Params) -> Result<&'static str, String> {
     let w = p.window.as_deref().unwrap_or("24h");
-    queries::window(w).map(|w| w.0).ok_or_else(|| {
-        bad_request(format!(
-            "unknown window {w:?}; use window=1h, window=24h or window=7d"
-        ))
-    })
+    queries::window(w)
+        .map(|w| w.0)
+        .ok_or_else(|| format!("unknown window {w:?}; use window=1h, window=24h or window=7d"))
 }
 
 fn token_of<'a>(p: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -359,7 +357,7 @@ fn unknown_team(state: &AppState, team: &str) -> Response {
 async fn api_index(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     match s.index_snapshot(window).await {
         Ok(v) => Json((*v).clone()).into_response(),
@@ -375,7 +373,7 @@ async fn api_team(
 ) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let Some(info) = s.team(&team).cloned() else {
         return unknown_team(&s, &team);
@@ -458,7 +456,7 @@ where
 async fn events_index(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let refresh = s.refresh;
     live(refresh, move || {
@@ -476,7 +474,7 @@ async fn events_team(
 ) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let Some(info) = s.team(&team).cloned() else {
         return unknown_team(&s, &team);
@@ -506,7 +504,7 @@ fn with_initial(html: &str, snapshot: Option<&Value>) -> String {
 async fn index_page(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let snap = s.index_snapshot(window).await.ok();
     Html(with_initial(INDEX_HTML, snap.as_deref())).into_response()
@@ -530,7 +528,7 @@ async fn team_page(
     };
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(r) => return r,
+        Err(m) => return bad_request(m),
     };
     let access = s.access.check(&team, token_of(&p, &headers));
     let snap = s.team_snapshot(&info, window, access).await.ok();
