@@ -315,6 +315,7 @@ async fn board_pages_in_chromium_equal_clickhouse_and_update_live() {
         &[
             ("#idx-payments-csat", v),
             ("#idx-payments-csat-n", format!("{n} responses")),
+            ("#idx-payments-csat-delta", "▼ -15.0".into()),
             ("#idx-payments-nps", "25.0".into()),
             ("#idx-payments-ces", "4.33".into()),
             ("#idx-web-shop-csat", "50.0".into()),
@@ -719,20 +720,20 @@ async fn board_alerts_once_per_real_drop_and_never_on_small_samples() {
     insert_ratings(&ch, &rows).await;
 
     let webhook = format!("http://{addr}/default");
-    let board = start_board(
-        &mut env,
-        &[
-            "--ownership-dir",
-            dir.to_str().unwrap(),
-            "--alert-interval-ms",
-            "200",
-            "--alert-webhook-url",
-            &webhook,
-            "--public-url",
-            "http://127.0.0.1:8090",
-        ],
-    )
-    .await;
+    let state = dir.join("alert-state.json");
+    let board_args = [
+        "--ownership-dir",
+        dir.to_str().unwrap(),
+        "--alert-interval-ms",
+        "200",
+        "--alert-webhook-url",
+        &webhook,
+        "--public-url",
+        "http://127.0.0.1:8090",
+        "--alert-state-file",
+        state.to_str().unwrap(),
+    ];
+    let board = start_board(&mut env, &board_args).await;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.lock().unwrap().len() < 2 {
@@ -751,6 +752,9 @@ async fn board_alerts_once_per_real_drop_and_never_on_small_samples() {
         .collect();
     insert_ratings(&ch, &deeper).await;
     wait_rounds(&mut env, &http, &board, 10).await;
+    // A second board (as after a restart) reads the open episodes from the state file.
+    let second = start_board(&mut env, &board_args).await;
+    wait_rounds(&mut env, &http, &second, 10).await;
 
     let got = got.lock().unwrap().clone();
     let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();

@@ -93,7 +93,10 @@
         var td = el("td", { cls: "num" },
           el("span", { id: "idx-" + t.team + "-" + m, text: fmt(m, now && now.value) }),
           el("span", { cls: "unit", text: now ? UNIT[m] : "" }), document.createElement("br"),
-          el("span", { cls: "n", id: "idx-" + t.team + "-" + m + "-n", text: (now ? now.responses : 0) + " responses" }));
+          el("span", { cls: "n", id: "idx-" + t.team + "-" + m + "-n", text: (now ? now.responses : 0) + " responses" }),
+          t.metrics[m].delta == null ? null : el("span", { cls: "delta " + (t.metrics[m].delta < 0 ? "down" : "up"),
+            id: "idx-" + t.team + "-" + m + "-delta",
+            text: " " + (t.metrics[m].delta >= 0 ? "▲ +" : "▼ ") + fmt(m, t.metrics[m].delta) }));
         tr.appendChild(td);
       });
       tr.appendChild(el("td", null, chart(t.trend.csat, "csat", start, end, "spark", 160, 32)));

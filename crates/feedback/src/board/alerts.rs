@@ -213,6 +213,61 @@ impl Episodes {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedEpisode {
+    team: String,
+    metric: String,
+    baseline: f64,
+}
+
+impl Episodes {
+    /// Reads the open episodes saved by [`Episodes::save`]; a missing file is no episode.
+    pub fn load(path: &std::path::Path) -> Result<Episodes, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Episodes::default()),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read the alert state file {}: {e}; fix its permissions or choose another with --alert-state-file",
+                    path.display()
+                ))
+            }
+        };
+        let saved: Vec<SavedEpisode> = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "alert state file {} is not what the board wrote ({e}); delete it to start without open episodes (teams may then be alerted again)",
+                path.display()
+            )
+        })?;
+        Ok(Episodes {
+            open: saved
+                .into_iter()
+                .map(|s| ((s.team, s.metric), s.baseline))
+                .collect(),
+        })
+    }
+
+    /// Writes the open episodes (whole file, via a temporary file and rename).
+    pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
+        let saved: Vec<SavedEpisode> = self
+            .open
+            .iter()
+            .map(|((team, metric), b)| SavedEpisode {
+                team: team.clone(),
+                metric: metric.clone(),
+                baseline: *b,
+            })
+            .collect();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(&saved).unwrap_or_default(),
+        )
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("cannot write the alert state file {}: {e}", path.display()))
+    }
+}
+
 /// Where a team's alerts go, from its ownership `contact`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -459,6 +514,32 @@ mod tests {
             Some(&s(20000, 17600, 0, 88.0)),
         );
         assert_eq!(d, Decision::Quiet);
+    }
+
+    #[test]
+    fn episodes_survive_a_restart_through_the_state_file() {
+        let dir = std::env::temp_dir().join(format!("board-episodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        assert!(Episodes::load(&path).unwrap().open.is_empty());
+        let mut e = Episodes::default();
+        e.opened("a", "csat", 90.0);
+        e.save(&path).unwrap();
+        let mut again = Episodes::load(&path).unwrap();
+        let rule = Rule::default();
+        assert_eq!(
+            again.evaluate(
+                &rule,
+                "a",
+                "csat",
+                Some(&s(100, 90, 5, 90.0)),
+                Some(&s(100, 50, 30, 50.0))
+            ),
+            Decision::Ongoing
+        );
+        std::fs::write(&path, "not json").unwrap();
+        assert!(Episodes::load(&path).unwrap_err().contains("delete it"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct Args {
     /// Smallest CES drop that alerts (score units, 1–7 scale).
     #[arg(long, env = "FEEDBACK_BOARD_ALERT_MIN_DROP_CES", default_value_t = 0.5)]
     pub alert_min_drop_ces: f64,
+    /// JSON file keeping the open alert episodes across restarts (without it a restarted
+    /// board may alert again for an ongoing drop).
+    #[arg(long, env = "FEEDBACK_BOARD_ALERT_STATE_FILE")]
+    pub alert_state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -641,6 +645,15 @@ struct AlertConfig {
     interval: Duration,
     default_webhook: Option<String>,
     public_url: String,
+    state_file: Option<PathBuf>,
+}
+
+fn save_episodes(cfg: &AlertConfig, episodes: &Episodes) {
+    if let Some(p) = &cfg.state_file {
+        if let Err(e) = episodes.save(p) {
+            tracing::warn!("{e}; open alert episodes will be forgotten on restart");
+        }
+    }
 }
 
 /// One evaluation round over every team and metric.
@@ -722,6 +735,7 @@ async fn evaluate_alerts(
                     match http.post(&url).json(&body).send().await {
                         Ok(r) if r.status().is_success() => {
                             episodes.opened(&t.team, m, b.value);
+                            save_episodes(cfg, episodes);
                             s.metrics.alerts.with_label_values(&[&t.team]).inc();
                             tracing::info!(team = %t.team, metric = m, url = %url, "alert sent");
                         }
@@ -737,7 +751,8 @@ async fn evaluate_alerts(
                     }
                 }
                 Decision::Recovered => {
-                    tracing::info!(team = %t.team, metric = m, "recovered: alert episode ended")
+                    tracing::info!(team = %t.team, metric = m, "recovered: alert episode ended");
+                    save_episodes(cfg, episodes);
                 }
                 Decision::Quiet | Decision::Ongoing => {}
             }
@@ -819,6 +834,11 @@ pub async fn run(
             interval: Duration::from_millis(args.alert_interval_ms),
             default_webhook: args.alert_webhook_url.clone(),
             public_url: args.public_url.clone(),
+            state_file: args.alert_state_file.clone(),
+        };
+        let mut episodes = match &cfg.state_file {
+            Some(p) => Episodes::load(p).map_err(anyhow::Error::msg)?,
+            None => Episodes::default(),
         };
         let s = state.clone();
         tokio::spawn(async move {
@@ -826,7 +846,6 @@ pub async fn run(
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("http client");
-            let mut episodes = Episodes::default();
             let mut warned = std::collections::BTreeSet::new();
             let mut ticker = tokio::time::interval(cfg.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
