@@ -854,3 +854,50 @@ fn board_refuses_bad_access_files_and_options_with_what_to_do() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Measurement, not a check (run by hand): loads a running board's team page in headless
+/// Chromium `FEEDBACK_BOARD_LOADS` times (default 10) and prints each load's Navigation Timing
+/// and when the numbers were on screen. `FEEDBACK_BOARD_URL` (e.g. http://127.0.0.1:8090),
+/// `FEEDBACK_BOARD_TEAM` (default payments), `FEEDBACK_BOARD_SCREENSHOT` (a PNG path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement against a running board; see its doc comment"]
+async fn board_team_page_load_time() {
+    let board = std::env::var("FEEDBACK_BOARD_URL")
+        .expect("set FEEDBACK_BOARD_URL to a running board, e.g. http://127.0.0.1:8090");
+    let team = std::env::var("FEEDBACK_BOARD_TEAM").unwrap_or_else(|_| "payments".into());
+    let loads: usize = std::env::var("FEEDBACK_BOARD_LOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    let mut shown = Vec::new();
+    for i in 0..loads {
+        let started = Instant::now();
+        c.goto(&format!("{board}/team/{team}?window=24h"))
+            .await
+            .unwrap();
+        let timing = c
+            .execute(
+                "const n = performance.getEntriesByType('navigation')[0]; \
+                 return [Math.round(n.responseEnd), Math.round(n.loadEventEnd), Math.round(window.__board.firstRenderMs)];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let ms = started.elapsed().as_millis();
+        eprintln!("load {i}: goto returned after {ms} ms; [responseEnd, load, numbers rendered] = {timing} ms");
+        shown.push(timing[2].as_u64().unwrap_or(0));
+    }
+    shown.sort();
+    eprintln!(
+        "numbers rendered after navigation start: median {} ms, max {} ms over {loads} loads",
+        shown[shown.len() / 2],
+        shown[shown.len() - 1]
+    );
+    if let Ok(path) = std::env::var("FEEDBACK_BOARD_SCREENSHOT") {
+        std::fs::write(&path, c.screenshot().await.unwrap()).unwrap();
+        eprintln!("screenshot saved to {path}");
+    }
+    c.close().await.unwrap();
+}
