@@ -16,6 +16,18 @@ fi
 finish() { [ "$started_stack" = 1 ] && deploy/local/stack.sh stop || true; }
 trap finish EXIT
 
+# The board's tests need Debian's headless Chromium and its WebDriver; its SQL is also checked
+# on current ClickHouse with chDB. Installed when missing (idempotent).
+if ! command -v chromedriver >/dev/null || [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium and chromium-driver (board tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+if ! python3 -c 'import chdb' 2>/dev/null; then
+  echo "== installing chdb-core (board SQL on current ClickHouse)"
+  python3 -m pip install -q chdb-core 2>&1 | grep -v 'Running pip as the' || true
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -5,6 +5,7 @@
 
 mod attributor;
 mod avro_interop;
+mod board;
 mod cli;
 mod collector_errors;
 mod harness;

@@ -5,6 +5,7 @@
 //! `brokers = "127.0.0.1:9092"`). Precedence: flag > environment > file > default.
 
 mod attributor;
+mod board;
 mod collector;
 mod config;
 mod inspect;
@@ -69,6 +70,8 @@ enum Command {
     Watch(watch::Args),
     /// Measure the time from a rating's 202 to its team's aggregate changing.
     Probe(probe::Args),
+    /// Every team's live page, the JSON API over the metric views, and team alerts.
+    Board(board::Args),
     /// Ownership files: `feedback ownership check`.
     Ownership {
         #[command(subcommand)]
@@ -198,6 +201,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Loadgen(a) => loadgen::run(a).await?,
         Command::Watch(a) => watch::run(a).await?,
         Command::Probe(a) => probe::run(a).await?,
+        Command::Board(a) => board::run(a, shutdown::signal()).await?,
         Command::Ownership {
             command:
                 OwnershipCommand::Check {
