@@ -37,9 +37,11 @@ for f in deploy/prometheus/prometheus.yml deploy/prometheus/kubernetes.yml; do  
   sed "s#/etc/prometheus/rules#$ROOT/deploy/prometheus/rules#" "$f" > "target/$(basename "$f")"
   promtool check config "target/$(basename "$f")"
 done
-python3 tests/deploy_test.py
-python3 tests/dashboards_test.py
-python3 tests/prometheus_test.py
+deploy_failed=()  # run all three, so one report lists everything missing
+python3 tests/deploy_test.py || deploy_failed+=(deploy_test.py)
+python3 tests/dashboards_test.py || deploy_failed+=(dashboards_test.py)
+python3 tests/prometheus_test.py || deploy_failed+=(prometheus_test.py)
 if [ "$started_stack" = 1 ]; then deploy/local/stack.sh stop; started_stack=0; fi
 echo "== summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.txt
+if [ "${#deploy_failed[@]}" -gt 0 ]; then echo "failed: ${deploy_failed[*]} (see above)"; exit 1; fi
