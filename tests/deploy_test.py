@@ -147,8 +147,12 @@ def kubernetes():
         kinds.setdefault(d["kind"], []).append(d)
         if d["kind"] != "Namespace":
             check(d["metadata"].get("namespace") == "feedback", f"{f}: {d['kind']} {d['metadata']['name']} is in namespace feedback")
-    deployments = {d["metadata"]["name"]: d for d in kinds.get("Deployment", [])}
-    check(set(deployments) == {f"feedback-{c}" for c in PIPELINE}, f"a Deployment per component (got {sorted(deployments)})")
+    deployments = {d["metadata"]["name"]: d for d in kinds.get("Deployment", []) + kinds.get("StatefulSet", [])}
+    check(set(deployments) == {f"feedback-{c}" for c in PIPELINE}, f"a workload per component (got {sorted(deployments)})")
+    check([d["metadata"]["name"] for d in kinds.get("StatefulSet", [])] == ["feedback-attributor"],
+          "the attributor is a StatefulSet (stable instance names for its transactional id)")
+    sts = deployments["feedback-attributor"]["spec"]
+    check(sts.get("serviceName") == "feedback-attributor-metrics", "the attributor StatefulSet's serviceName is its headless Service")
     check(len(kinds.get("Job", [])) == 1 and len(kinds.get("Namespace", [])) == 1 and len(kinds.get("ConfigMap", [])) == 1,
           "one Namespace, one ConfigMap, one init Job")
     config = kinds["ConfigMap"][0]["data"]
@@ -183,7 +187,7 @@ def kubernetes():
             check(spec["replicas"] <= partitions,
                   f"{name}: {spec['replicas']} replicas <= {partitions} partitions (the partition-count rule)")
     pdbs = {p["metadata"]["name"] for p in kinds.get("PodDisruptionBudget", [])}
-    check(pdbs == set(deployments), "a PodDisruptionBudget per Deployment")
+    check(pdbs == set(deployments), "a PodDisruptionBudget per workload")
     # Prometheus on Kubernetes discovers exactly these headless Services.
     kprom = yaml.safe_load(open(os.path.join(DEPLOY, "prometheus", "kubernetes.yml")))
     for sc in kprom["scrape_configs"]:
