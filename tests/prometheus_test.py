@@ -6,7 +6,7 @@
    it (feedback_<component>_...): the test starts the components (`feedback collector`,
    `attributor`, `sink`, and `board` when the binary has it) on the addresses the local
    stack's Prometheus scrapes, drives a small workload through them (ratings and interactions,
-   a duplicate, a poison message that is dead-lettered), scrapes each /metrics and reports
+   a duplicate, a poison message that is dead-lettered, two board pages), scrapes each /metrics and reports
    precisely which names are missing from which component.
 2. The local stack's Prometheus (deploy/local/prometheus.sh, started by stack.sh) reports
    every component's target as up, and accepts every dashboard expression.
@@ -158,6 +158,13 @@ def main():
             input="hello, not avro\n", capture_output=True, text=True)
         if poison.returncode:
             fail(f"could not produce the poison message: {poison.stderr[-500:]}")
+
+        if "board" in runnable:  # its request and query metrics appear with requests
+            for path in ("/", "/api/teams"):
+                try:
+                    http(f"http://{ADDR['board']}{path}", timeout=30)
+                except Exception as e:
+                    fail(f"board: GET {path} failed: {e}")
 
         # Wait (bounded) until every used name shows up or the time is over, then report.
         missing = {}
