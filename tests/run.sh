@@ -35,10 +35,25 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== ownership files"
 cargo run --quiet --bin feedback -- ownership check
 echo "== shell scripts"
-bash -n deploy/local/stack.sh deploy/local/demo.sh tests/run.sh tests/stack_test.sh .ci/run
+bash -n deploy/local/stack.sh deploy/local/demo.sh tests/run.sh tests/stack_test.sh .ci/run deploy/local/prometheus.sh
 bash tests/stack_test.sh
 echo "== cargo test"
 cargo test --workspace 2>&1 | tee target/test-output.txt
+echo "== deploy: Prometheus rules and configs, compose, Kubernetes, Grafana dashboards"
+python3 -c 'import kubernetes_validate, chdb, yaml' 2>/dev/null || python3 -m pip install -q kubernetes-validate chdb-core pyyaml
+command -v docker-compose >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+promtool check rules deploy/prometheus/rules/*.yml
+promtool test rules deploy/prometheus/tests/*.yml
+promtool check config "$(deploy/local/prometheus.sh config)"
+for f in deploy/prometheus/prometheus.yml deploy/prometheus/kubernetes.yml; do  # rule paths as mounted in production
+  sed "s#/etc/prometheus/rules#$ROOT/deploy/prometheus/rules#" "$f" > "target/$(basename "$f")"
+  promtool check config "target/$(basename "$f")"
+done
+deploy_failed=()  # run all three, so one report lists everything missing
+python3 tests/deploy_test.py || deploy_failed+=(deploy_test.py)
+python3 tests/dashboards_test.py || deploy_failed+=(dashboards_test.py)
+python3 tests/prometheus_test.py || deploy_failed+=(prometheus_test.py)
 if [ "$started_stack" = 1 ]; then deploy/local/stack.sh stop; started_stack=0; fi
 echo "== summary"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' target/test-output.txt
+if [ "${#deploy_failed[@]}" -gt 0 ]; then echo "failed: ${deploy_failed[*]} (see above)"; exit 1; fi

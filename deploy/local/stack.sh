@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local stack without Docker: Apache Kafka 4.x (KRaft, from Maven Central jars) and
 # ClickHouse (Debian's clickhouse-server) on loopback, data under <repo>/.local/.
+# Prometheus (Debian's) scraping the pipeline components is started and stopped with them
+# by deploy/local/prometheus.sh (PROMETHEUS_PORT, default 9090; targets: see that script).
 #
 #   deploy/local/stack.sh install   # apt/mvn/pip what is missing (idempotent)
 #   deploy/local/stack.sh start     # install, then start both and wait until they answer
@@ -142,20 +144,22 @@ status() {
   local rc=0
   if clickhouse_ready; then echo "clickhouse: up (http 127.0.0.1:$CH_HTTP_PORT)"; else echo "clickhouse: down"; rc=1; fi
   if port_open "$KAFKA_PORT"; then echo "kafka: up (127.0.0.1:$KAFKA_PORT)"; else echo "kafka: down"; rc=1; fi
+  "$HERE/prometheus.sh" status || rc=1  # Prometheus scraping the pipeline (prometheus.sh)
   return $rc
 }
 
 case "${1:-}" in
-  install) install ;;
+  install) install; "$HERE/prometheus.sh" install ;;
   start)
     install
     if clickhouse_ready && port_open "$KAFKA_PORT" && ! pid_alive "$KAFKA_DIR/pid" && ! pid_alive "$CH_DIR/pid"; then
-      log "kafka and clickhouse already answer on their ports (started elsewhere); using them"; exit 0
+      log "kafka and clickhouse already answer on their ports (started elsewhere); using them"
+      "$HERE/prometheus.sh" start; exit 0
     fi
-    start_clickhouse; start_kafka; wait_ready; status ;;
-  stop) stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid" ;;
+    start_clickhouse; start_kafka; wait_ready; "$HERE/prometheus.sh" start; status ;;
+  stop) "$HERE/prometheus.sh" stop; stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid" ;;
   status) status ;;
-  reset) stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid"; rm -rf "$KAFKA_DIR/data" "$CH_DIR" ;;
+  reset) "$HERE/prometheus.sh" stop; stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid"; rm -rf "$KAFKA_DIR/data" "$CH_DIR" "$LOCAL/prometheus" ;;
   kafka-tool) shift; kafka_java "$@" ;;
   *) echo "usage: $0 install|start|stop|status|reset|kafka-tool CLASS ARGS..." >&2; exit 2 ;;
 esac
