@@ -421,6 +421,9 @@ impl Worker {
                     let revoked: BTreeSet<i32> = list.iter().map(|(_, p)| *p).collect();
                     tracing::info!(partitions = ?revoked, "partitions revoked");
                     batch.retain(|m| !revoked.contains(&m.partition()));
+                    for (t, p) in &list {
+                        let _ = self.metrics.lag.remove_label_values(&[t, &p.to_string()]);
+                    }
                     for p in &revoked {
                         self.assigned.remove(p);
                         if let Some(e) = self.engines.remove(p) {
@@ -464,6 +467,10 @@ impl Worker {
                         }
                     }
                     self.assigned.extend(parts.iter().copied());
+                    // The lag series exist from assignment; librdkafka statistics fill them.
+                    for (t, p) in &list {
+                        self.metrics.lag.with_label_values(&[t, &p.to_string()]);
+                    }
                     self.restore_parts(&need)?;
                 }
             }

@@ -803,6 +803,10 @@ pub async fn run(
     }
     let registry = Registry::new();
     let (metrics, seconds) = register_metrics(&registry)?;
+    // Every team's alert counter starts at 0, so `increase()` sees the first alert.
+    for t in &known {
+        metrics.alerts.with_label_values(&[t]);
+    }
     let ch = args.common.clickhouse()?;
     let state = Arc::new(AppState {
         q: Queries { ch, seconds },
