@@ -5,8 +5,13 @@
 
 mod avro_interop;
 mod cli;
+mod clickhouse_versions;
 mod collector_errors;
 mod harness;
 mod pipeline;
 mod producer_lib;
 mod robustness;
+mod sink_chaos;
+mod sink_dead_letters;
+mod sink_rebalance;
+mod sink_support;

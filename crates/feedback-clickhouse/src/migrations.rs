@@ -294,3 +294,44 @@ pub fn render(statement: &str, db: &str) -> String {
         .replace("{windows}", WINDOWS_SQL)
         .replace("{db}", db)
 }
+
+/// Every statement `migrate` runs on a fresh database of a server of version `server`
+/// (`(major, minor)`), rendered for `db`, including the bookkeeping table and its records.
+/// Used to apply the same migrations on servers the client cannot reach over HTTP (chDB
+/// in the version test).
+pub fn fresh_plan(db: &str, server: (u32, u32)) -> Vec<String> {
+    let mut out = vec![
+        render("CREATE DATABASE IF NOT EXISTS {db}", db),
+        render(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) \
+             ENGINE = MergeTree() ORDER BY version",
+            db,
+        ),
+    ];
+    for m in MIGRATIONS {
+        out.extend(m.statements.iter().map(|s| render(s, db)));
+        let mut skipped = 0;
+        for step in m.steps {
+            match step.when {
+                When::ServerAtLeast(a, b) if server < (a, b) => skipped += 1,
+                _ => out.push(render(step.sql, db)),
+            }
+        }
+        let mut name = m.name.to_string();
+        if skipped > 0 {
+            name.push_str(&format!(
+                "{PARTIAL_MARK}{skipped} statement(s) skipped, server is {}.{}]",
+                server.0, server.1
+            ));
+        }
+        out.push(render(
+            &format!(
+                "INSERT INTO {{db}}.schema_migrations (version, name, applied_at) VALUES ({}, '{}', now())",
+                m.version,
+                name.replace('\\', "\\\\").replace('\'', "\\'")
+            ),
+            db,
+        ));
+    }
+    out
+}

@@ -70,6 +70,19 @@ pub struct Args {
     /// below the consumer's max.poll.interval.ms (300 s), in seconds.
     #[arg(long, env = "FEEDBACK_SINK_ABANDON_SECS", default_value_t = 120)]
     pub abandon_secs: u64,
+    /// Consumer session timeout: how long the group waits for a silent (crashed) instance
+    /// before its partitions move, in milliseconds (the broker's minimum is 6000).
+    #[arg(
+        long,
+        env = "FEEDBACK_SINK_SESSION_TIMEOUT_MS",
+        default_value_t = 45_000
+    )]
+    pub session_timeout_ms: u32,
+    /// Static group membership (Kafka group.instance.id): a restarted instance with the
+    /// same id takes its partitions back at once, without a rebalance, and fences its
+    /// predecessor. Give each instance its own stable id (e.g. the pod name); unset: dynamic.
+    #[arg(long, env = "FEEDBACK_SINK_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// Address of the /metrics endpoint.
     #[arg(
         long,
@@ -139,13 +152,16 @@ pub async fn run(
     check_schema(&ch, &url, &version).await?;
 
     let context = SinkContext::default();
-    let consumer: StreamConsumer<SinkContext> = kafka
-        .client_config()
+    let mut config = kafka.client_config();
+    if let Some(id) = &args.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let consumer: StreamConsumer<SinkContext> = config
         .set("group.id", &args.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "45000")
+        .set("session.timeout.ms", args.session_timeout_ms.to_string())
         .set("max.poll.interval.ms", "300000")
         .create_with_context(context.clone())
         .with_context(|| format!("cannot create the Kafka consumer for {}", kafka.brokers))?;
