@@ -38,11 +38,14 @@ fn windows_of(band: &str) -> &'static [&'static str] {
     }
 }
 
+type Sums = (u64, i64, u64, u64);
+type WindowKey = (String, String, String);
+
 struct Seeded {
     statements: Vec<String>,
     /// (team, metric, window) -> (responses, score_sum, positive, negative)
-    windows: BTreeMap<(String, String, String), (u64, i64, u64, u64)>,
-    totals: BTreeMap<(String, String), (u64, i64, u64, u64)>,
+    windows: BTreeMap<WindowKey, Sums>,
+    totals: BTreeMap<(String, String), Sums>,
 }
 
 fn q(s: &str) -> String {
@@ -55,8 +58,8 @@ fn seed(db: &str, now: i64) -> Seeded {
     let channels = ["web", "phone", "email", "app"];
     let kinds = ["order", "support_ticket", "call"];
     let mut ratings = Vec::new();
-    let mut windows: BTreeMap<(String, String, String), (u64, i64, u64, u64)> = BTreeMap::new();
-    let mut totals: BTreeMap<(String, String), (u64, i64, u64, u64)> = BTreeMap::new();
+    let mut windows: BTreeMap<WindowKey, Sums> = BTreeMap::new();
+    let mut totals: BTreeMap<(String, String), Sums> = BTreeMap::new();
     for i in 0..600 {
         let (band, lo, hi) = BANDS[rng.random_range(0..BANDS.len())];
         let at = now - 60 * rng.random_range(lo..hi) - rng.random_range(0..60);
@@ -73,7 +76,7 @@ fn seed(db: &str, now: i64) -> Seeded {
             "nps" => (score >= 9, score <= 6),
             _ => (score >= 5, score <= 3),
         };
-        let add = |e: &mut (u64, i64, u64, u64)| {
+        let add = |e: &mut Sums| {
             e.0 += 1;
             e.1 += score;
             e.2 += pos as u64;
@@ -229,7 +232,7 @@ fn chdb(args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn value(metric: &str, s: &(u64, i64, u64, u64)) -> f64 {
+fn value(metric: &str, s: &Sums) -> f64 {
     let r = s.0 as f64;
     let v = match metric {
         "csat" => 100.0 * s.2 as f64 / r,

@@ -310,7 +310,7 @@ impl Expected {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct RR {
+struct Rr {
     rating_id: String,
     team: String,
     metric: String,
@@ -322,7 +322,7 @@ struct RR {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct RI {
+struct Ri {
     interaction_id: String,
     team: String,
     occurred_at: u32,
@@ -331,7 +331,7 @@ struct RI {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct TM {
+struct Tm {
     team: String,
     metric: String,
     minute: u32,
@@ -342,7 +342,7 @@ struct TM {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct TIM {
+struct Tim {
     team: String,
     minute: u32,
     channel: String,
@@ -351,7 +351,7 @@ struct TIM {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct TDM {
+struct Tdm {
     team: String,
     metric: String,
     dimension: String,
@@ -364,7 +364,7 @@ struct TDM {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct MV {
+struct Mv {
     team: String,
     metric: String,
     responses: u64,
@@ -375,7 +375,7 @@ struct MV {
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
-struct BV {
+struct Bv {
     team: String,
     metric: String,
     dimension: String,
@@ -426,11 +426,11 @@ fn assert_metrics_eq(what: &str, have: &MetricMap, want: &MetricMap) {
 pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedEvent]) {
     let want = Expected::from_events(events);
 
-    let rr: Vec<RR> = ch
+    let rr: Vec<Rr> = ch
         .fetch("SELECT rating_id, team, metric, occurred_at, score, channel, product, interaction_kind FROM {db}.ratings")
         .await
         .unwrap();
-    let ri: Vec<RI> = ch
+    let ri: Vec<Ri> = ch
         .fetch("SELECT interaction_id, team, occurred_at, channel, kind FROM {db}.interactions")
         .await
         .unwrap();
@@ -485,7 +485,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
     assert_eq!(raw, want, "raw rows vs generated events");
 
     let tm: BTreeMap<RatingKey, Sums> = ch
-        .fetch::<TM>("SELECT team, metric, minute, sum(responses) AS responses, sum(score_sum) AS score_sum, sum(positive) AS positive, sum(negative) AS negative FROM {db}.team_minute GROUP BY team, metric, minute")
+        .fetch::<Tm>("SELECT team, metric, minute, sum(responses) AS responses, sum(score_sum) AS score_sum, sum(positive) AS positive, sum(negative) AS negative FROM {db}.team_minute GROUP BY team, metric, minute")
         .await
         .unwrap()
         .into_iter()
@@ -495,7 +495,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
     assert_eq!(tm, raw.team_minute, "team_minute vs raw");
 
     let tim: BTreeMap<(String, u32, String, String), u64> = ch
-        .fetch::<TIM>("SELECT team, minute, channel, kind, sum(interactions) AS interactions FROM {db}.team_interactions_minute GROUP BY team, minute, channel, kind")
+        .fetch::<Tim>("SELECT team, minute, channel, kind, sum(interactions) AS interactions FROM {db}.team_interactions_minute GROUP BY team, minute, channel, kind")
         .await
         .unwrap()
         .into_iter()
@@ -511,7 +511,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
     );
 
     let tdm: BTreeMap<(String, String, String, String, u32), Sums> = ch
-        .fetch::<TDM>("SELECT team, metric, dimension, dim_value, minute, sum(responses) AS responses, sum(score_sum) AS score_sum, sum(positive) AS positive, sum(negative) AS negative FROM {db}.team_dim_minute GROUP BY team, metric, dimension, dim_value, minute")
+        .fetch::<Tdm>("SELECT team, metric, dimension, dim_value, minute, sum(responses) AS responses, sum(score_sum) AS score_sum, sum(positive) AS positive, sum(negative) AS negative FROM {db}.team_dim_minute GROUP BY team, metric, dimension, dim_value, minute")
         .await
         .unwrap()
         .into_iter()
@@ -522,7 +522,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
 
     // Views: totals, the last-24h window (every event is within it) and the breakdown.
     let want_metrics = metric_map(&want.team_minute);
-    let to_map = |rows: Vec<MV>| -> MetricMap {
+    let to_map = |rows: Vec<Mv>| -> MetricMap {
         rows.into_iter()
             .map(|r| {
                 (
@@ -559,7 +559,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
         e.2 += s.2;
         e.3 += s.3;
     }
-    let have_dims: Vec<BV> = ch
+    let have_dims: Vec<Bv> = ch
         .fetch("SELECT team, metric, dimension, dim_value, responses, positive, negative, score_sum, value FROM {db}.team_breakdown WHERE window = 'last_24h'")
         .await
         .unwrap();
