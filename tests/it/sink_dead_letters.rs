@@ -78,7 +78,9 @@ async fn rejected_rows_and_undecodable_messages_become_dead_letters() {
     raw(&p, &topic, &plain).await;
     produce(&p, &topic, &events[20..]).await;
 
-    let mut sink = spawn_sink(&env, &[]);
+    let metrics_port = crate::harness::free_port();
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let mut sink = spawn_sink(&env, &["--metrics-listen", &listen]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let valid: Vec<String> = {
         let mut v: Vec<String> = events.iter().map(|e| e.event.id().to_string()).collect();
@@ -131,6 +133,41 @@ async fn rejected_rows_and_undecodable_messages_become_dead_letters() {
                 (dead[2].reason.as_str(), dead[2].kafka_offset),
                 ("wrong_schema", 22)
             );
+            // The counters say the same (lag is published every 5 s).
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let text = reqwest::get(format!("http://{listen}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let interactions = events
+                .iter()
+                .filter(|e| matches!(e.event, Event::Interaction(_)))
+                .count();
+            let ratings = events.len() - interactions;
+            for line in [
+                format!(
+                    "feedback_sink_rows_inserted_total{{table=\"interactions\"}} {interactions}"
+                ),
+                format!("feedback_sink_rows_inserted_total{{table=\"ratings\"}} {ratings}"),
+                "feedback_sink_rows_inserted_total{table=\"dead_letters\"} 3".to_string(),
+                "feedback_sink_dead_letters_total{reason=\"clickhouse_rejected\"} 1".to_string(),
+                "feedback_sink_dead_letters_total{reason=\"bad_marker\"} 1".to_string(),
+                "feedback_sink_dead_letters_total{reason=\"wrong_schema\"} 1".to_string(),
+                format!("feedback_sink_consumer_lag{{partition=\"0\",topic=\"{topic}\"}} 0"),
+            ] {
+                assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+            }
+            for name in [
+                "feedback_sink_bytes_inserted_total{table=\"ratings\"}",
+                "feedback_sink_batch_rows_count",
+                "feedback_sink_insert_seconds_count",
+                "feedback_sink_insert_errors_total{kind=\"rejected\"}",
+                "feedback_sink_freshness_seconds",
+            ] {
+                assert!(text.contains(name), "no {name} in:\n{text}");
+            }
             break;
         }
         if let Ok(Some(s)) = sink.try_wait() {

@@ -127,21 +127,39 @@ pub async fn produce(p: &FutureProducer, topic: &str, events: &[AttributedEvent]
     }
 }
 
+/// A `feedback sink` child process; SIGKILLed when dropped (also when a test fails).
+pub struct Sink(Child);
+
+impl Sink {
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `feedback sink` child process of `env`.
-pub fn spawn_sink(env: &Env, extra: &[&str]) -> Child {
+pub fn spawn_sink(env: &Env, extra: &[&str]) -> Sink {
     let mut args = vec!["sink", "--flush-ms", "200"];
     args.extend_from_slice(extra);
-    env.cmd(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn feedback sink")
+    Sink(
+        env.cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn feedback sink"),
+    )
 }
 
 /// SIGKILL (Child::kill on Unix) and reap.
-pub fn kill(c: &mut Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+pub fn kill(c: &mut Sink) {
+    let _ = c.0.kill();
+    let _ = c.0.wait();
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]

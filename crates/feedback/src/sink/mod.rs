@@ -24,7 +24,7 @@ mod metrics;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use feedback_clickhouse::{
@@ -196,7 +196,8 @@ pub async fn run(
     tokio::pin!(shutdown);
     let flush_after = Duration::from_millis(args.flush_ms);
     let mut batch = Batch::default();
-    let mut lag_at = Instant::now();
+    let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
+    lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = batch.opened.map(|o| o + flush_after);
         tokio::select! {
@@ -205,6 +206,9 @@ pub async fn run(
             _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                 apply_revokes(&context, &mut batch, &mut lander);
                 lander.flush(&consumer, &mut batch).await;
+            }
+            _ = lag_tick.tick() => {
+                tokio::task::block_in_place(|| lander.observe_lag(&consumer));
             }
             m = consumer.recv() => {
                 let m = m.context("Kafka consumer error")?;
@@ -226,10 +230,6 @@ pub async fn run(
                     lander.flush(&consumer, &mut batch).await;
                 }
             }
-        }
-        if lag_at.elapsed() >= Duration::from_secs(5) {
-            lag_at = Instant::now();
-            tokio::task::block_in_place(|| lander.observe_lag(&consumer));
         }
     }
     apply_revokes(&context, &mut batch, &mut lander);
