@@ -230,3 +230,63 @@ fn sink_refuses_a_schema_that_does_not_match() {
     );
     assert!(err.contains("run `feedback migrate`"), "{err}");
 }
+
+/// A column changed under a running sink makes every row "rejected": the sink retries
+/// instead of dead-lettering them all, and lands them once the schema is restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_changed_under_the_sink_is_retried_not_dead_lettered() {
+    let env = Env::new("sinkdrift");
+    env.run(&["topics", "--partitions", "1"]);
+    env.run(&["migrate"]);
+    let ch = env.clickhouse();
+    let topic = env.topic("attributed");
+    let now = chrono::Utc::now().timestamp_millis();
+    let events: Vec<AttributedEvent> = workload(11, &env.database, 60, now)
+        .into_iter()
+        .filter(|e| matches!(e.event, Event::Rating(_)))
+        .collect();
+    let mut sink = spawn_sink(&env, &["--max-backoff-ms", "500"]);
+    let p = producer();
+    produce(&p, &topic, &events[..10]).await;
+    let count = |sql: &'static str| {
+        let ch = ch.clone();
+        async move {
+            #[derive(clickhouse::Row, Deserialize)]
+            struct N {
+                n: u64,
+            }
+            ch.fetch::<N>(sql).await.unwrap()[0].n
+        }
+    };
+    let wait_for = |want: u64| {
+        let count = count;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while count("SELECT count() AS n FROM {db}.ratings").await < want {
+                assert!(Instant::now() < deadline, "ratings did not reach {want}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(10).await;
+    ch.execute("ALTER TABLE {db}.ratings MODIFY COLUMN score Int16")
+        .await
+        .unwrap();
+    produce(&p, &topic, &events[10..]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count("SELECT count() AS n FROM {db}.ratings").await, 10);
+    assert_eq!(count("SELECT count() AS n FROM {db}.dead_letters").await, 0);
+    ch.execute("ALTER TABLE {db}.ratings MODIFY COLUMN score Int8")
+        .await
+        .unwrap();
+    wait_for(events.len() as u64).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count("SELECT count() AS n FROM {db}.ratings").await,
+        events.len() as u64
+    );
+    assert_eq!(count("SELECT count() AS n FROM {db}.dead_letters").await, 0);
+    if let Ok(Some(s)) = sink.try_wait() {
+        panic!("sink exited: {s}");
+    }
+}

@@ -145,3 +145,32 @@ impl Ch {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landed_is_everything_up_to_the_mark_and_the_exact_offsets_above_it() {
+        let l = Landed {
+            progress: 10,
+            above: HashMap::from([
+                ("ratings".to_string(), HashSet::from([12, 15])),
+                ("dead_letters".to_string(), HashSet::from([11])),
+            ]),
+        };
+        assert!(l.contains("interactions", 0));
+        assert!(l.contains("interactions", 10));
+        assert!(!l.contains("interactions", 11));
+        assert!(l.contains("ratings", 12));
+        assert!(!l.contains("ratings", 13));
+        assert!(l.contains("ratings", 15));
+        assert!(l.contains("dead_letters", 11));
+        assert!(!l.contains("dead_letters", 12));
+        let none = Landed {
+            progress: -1,
+            above: HashMap::new(),
+        };
+        assert!(!none.contains("ratings", 0));
+    }
+}

@@ -8,7 +8,10 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use feedback_clickhouse::errors::{classify, Class};
-use feedback_clickhouse::{Ch, DeadLetterRow, Landed, ProgressRow};
+use feedback_clickhouse::{
+    Ch, DeadLetterRow, Landed, ProgressRow, DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS,
+    RATING_COLUMNS,
+};
 use feedback_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use feedback_kafka::rdkafka::message::{Header, OwnedHeaders};
 use feedback_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -180,6 +183,7 @@ impl Lander {
         let mut rejected = Vec::new();
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0u32;
+        let mut schema_ok = false;
         while let Some(mut chunk) = queue.pop_front() {
             chunk.retain(|i| !self.is_landed(table, i.row.kafka()));
             if chunk.is_empty() {
@@ -213,7 +217,10 @@ impl Lander {
                         }
                     }
                 }
-                Err(e) => match classify(&e) {
+                Err(e) => match self
+                    .confirm_rejection(table, classify(&e), &mut schema_ok)
+                    .await
+                {
                     Class::Rejected => {
                         self.metrics.errors.with_label_values(&["rejected"]).inc();
                         if chunk.len() == 1 {
@@ -262,6 +269,39 @@ impl Lander {
             }
         }
         Ok(rejected)
+    }
+
+    /// A rejection is about the rows only if the table still has the columns the sink
+    /// writes: when someone changed the schema under a running sink, every row would be
+    /// "rejected"; that is retried (until `feedback migrate` or a fix) instead of
+    /// dead-lettering everything. Checked once per table and batch.
+    async fn confirm_rejection(&self, table: &str, class: Class, checked: &mut bool) -> Class {
+        if class != Class::Rejected || *checked {
+            return class;
+        }
+        let columns = match table {
+            "interactions" => INTERACTION_COLUMNS,
+            "ratings" => RATING_COLUMNS,
+            _ => DEAD_LETTER_COLUMNS,
+        };
+        match self.ch.check_columns(&[(table, columns)]).await {
+            Ok(problems) if problems.is_empty() => {
+                *checked = true;
+                Class::Rejected
+            }
+            Ok(problems) => {
+                let list = problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::error!(table, problems = %list, "the table no longer matches what the sink writes; retrying instead of dead-lettering; run `feedback migrate` or restore the column types");
+                Class::Retriable { reason: "schema" }
+            }
+            Err(_) => Class::Retriable {
+                reason: "connection",
+            },
+        }
     }
 
     fn rejected_to_dead<T: Serialize + Coordinates>(
