@@ -258,14 +258,11 @@ async fn a_schema_changed_under_the_sink_is_retried_not_dead_lettered() {
             ch.fetch::<N>(sql).await.unwrap()[0].n
         }
     };
-    let wait_for = |want: u64| {
-        let count = count;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while count("SELECT count() AS n FROM {db}.ratings").await < want {
-                assert!(Instant::now() < deadline, "ratings did not reach {want}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    let wait_for = |want: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count("SELECT count() AS n FROM {db}.ratings").await < want {
+            assert!(Instant::now() < deadline, "ratings did not reach {want}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     wait_for(10).await;
