@@ -314,3 +314,56 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     }
     assert_eq!(totals, want_totals);
 }
+
+/// Production runs migrations 1 and 2 today: `feedback migrate` upgrades such a database
+/// in place (rows landed before keep `kafka_topic = ''`, `kafka_offset = -1`), and the sink
+/// starts on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_upgrades_a_database_at_version_2() {
+    let env = Env::new("upgrade");
+    let db = env.database.clone();
+    on_server(&format!("CREATE DATABASE {db}")).await;
+    on_server(&format!("CREATE TABLE {db}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version")).await;
+    for m in &migrations::MIGRATIONS[..2] {
+        assert!(
+            m.steps.is_empty(),
+            "migrations 1 and 2 are plain statements"
+        );
+        for s in m.statements {
+            on_server(&migrations::render(s, &db)).await;
+        }
+        on_server(&format!(
+            "INSERT INTO {db}.schema_migrations VALUES ({}, 'deployed', now())",
+            m.version
+        ))
+        .await;
+    }
+    on_server(&format!("INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES ('old', now(), 0, 'csat', 5, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 'src', 0, 1, 0)")).await;
+    let out = env.run(&["migrate"]);
+    assert!(out.contains("applied migrations [3, 4]"), "{out}");
+    assert_eq!(
+        on_server(&format!(
+            "SELECT rating_id, kafka_topic, kafka_partition, kafka_offset FROM {db}.ratings"
+        ))
+        .await,
+        "old\t\t-1\t-1\n"
+    );
+    assert!(env.run(&["migrate"]).contains("up to date"));
+    // The sink accepts the upgraded schema (it would refuse to start otherwise).
+    env.run(&["topics", "--partitions", "1"]);
+    let mut sink = env
+        .cmd(&["sink"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let early = sink.try_wait().unwrap();
+    let _ = sink.kill();
+    let out = sink.wait_with_output().unwrap();
+    assert!(
+        early.is_none(),
+        "the sink refused the upgraded schema: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
