@@ -9,6 +9,7 @@
 #   deploy/local/stack.sh stop      # stop what this script started (by pid)
 #   deploy/local/stack.sh status    # exit 0 when both answer
 #   deploy/local/stack.sh reset     # stop and delete the data folder
+#   deploy/local/stack.sh stop-clickhouse | start-clickhouse   # ClickHouse alone (failure tests)
 #
 # Environment: FEEDBACK_LOCAL_DIR (data folder, default <repo>/.local),
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_HTTP_PORT (8123),
@@ -41,6 +42,7 @@ install() {
   command -v clickhouse-client >/dev/null || need_apt+=(clickhouse-client)
   command -v curl >/dev/null || need_apt+=(curl)
   python3 -c 'import fastavro' 2>/dev/null || PIP_NEEDED=1
+  python3 -c 'import chdb' 2>/dev/null || CHDB_NEEDED=1
   if [ "${#need_apt[@]}" -gt 0 ]; then
     log "installing Debian packages: ${need_apt[*]}"
     apt-get update -qq
@@ -49,6 +51,10 @@ install() {
   if [ "${PIP_NEEDED:-0}" = 1 ]; then
     log "installing Python packages: fastavro"
     python3 -m pip install -q fastavro 2>&1 | grep -v 'Running pip as the' || true
+  fi
+  if [ "${CHDB_NEEDED:-0}" = 1 ]; then
+    log "installing Python packages: chdb-core (current ClickHouse, for the version test)"
+    python3 -m pip install -q chdb-core 2>&1 | grep -v 'Running pip as the' || true
   fi
   if [ ! -f "$KAFKA_LIBS/.complete" ] || ! cmp -s "$HERE/pom.xml" "$KAFKA_LIBS/.complete"; then
     log "fetching Apache Kafka jars from Maven Central (deploy/local/pom.xml)"
@@ -161,5 +167,16 @@ case "${1:-}" in
   status) status ;;
   reset) "$HERE/prometheus.sh" stop; stop_one kafka "$KAFKA_DIR/pid"; stop_one clickhouse "$CH_DIR/pid"; rm -rf "$KAFKA_DIR/data" "$CH_DIR" "$LOCAL/prometheus" ;;
   kafka-tool) shift; kafka_java "$@" ;;
-  *) echo "usage: $0 install|start|stop|status|reset|kafka-tool CLASS ARGS..." >&2; exit 2 ;;
+  # ClickHouse alone (failure tests: stop and start it while the pipeline runs).
+  stop-clickhouse) stop_one clickhouse "$CH_DIR/pid" ;;
+  start-clickhouse)
+    start_clickhouse
+    deadline=$((SECONDS + START_TIMEOUT_SECS))
+    until clickhouse_ready; do
+      [ $SECONDS -lt $deadline ] || die "clickhouse not ready after ${START_TIMEOUT_SECS}s; see $CH_DIR/log/clickhouse-server.err.log"
+      pid_alive "$CH_DIR/pid" || die "clickhouse exited during start; see $CH_DIR/log/clickhouse-server.err.log"
+      sleep 0.5
+    done
+    log "clickhouse answers" ;;
+  *) echo "usage: $0 install|start|stop|status|reset|stop-clickhouse|start-clickhouse|kafka-tool CLASS ARGS..." >&2; exit 2 ;;
 esac

@@ -3,14 +3,22 @@
 //! Architecture invariant: only this crate and the sink/watch code of the binary talk to
 //! ClickHouse, and every query names the database explicitly (tests use fresh ones).
 
+mod check;
+pub mod errors;
 pub mod migrations;
+mod positions;
 mod rows;
 
 use std::time::Duration;
 
+pub use check::ColumnProblem;
 pub use clickhouse;
 use clickhouse::Client;
-pub use rows::{DeadLetterRow, InteractionRow, RatingRow, Row};
+pub use positions::{Landed, RunningInsert};
+pub use rows::{
+    DeadLetterRow, InteractionRow, ProgressRow, RatingRow, Row, DEAD_LETTER_COLUMNS,
+    INTERACTION_COLUMNS, PROGRESS_COLUMNS, RATING_COLUMNS,
+};
 use serde::Deserialize;
 
 /// Default HTTP endpoint and database (contract).
@@ -24,6 +32,8 @@ pub enum Error {
         url: String,
         source: clickhouse::error::Error,
     },
+    #[error("ClickHouse at {url}: {error}")]
+    Insert { url: String, error: String },
     #[error("invalid database name {0:?}: use letters, digits and _")]
     BadDatabase(String),
 }
@@ -129,7 +139,8 @@ impl Ch {
         Ok(v.into_iter().next().map(|v| v.v).unwrap_or_default())
     }
 
-    /// Applies every migration not yet recorded. Returns the versions applied now.
+    /// Applies every migration not yet recorded (or recorded as partial while the server now
+    /// supports more of it). Returns the versions applied now.
     pub async fn migrate(&self) -> Result<Vec<u32>, Error> {
         self.execute("CREATE DATABASE IF NOT EXISTS {db}").await?;
         self.execute(
@@ -137,18 +148,59 @@ impl Ch {
              ENGINE = MergeTree() ORDER BY version",
         )
         .await?;
-        let done: Vec<u32> = self
-            .fetch("SELECT version FROM {db}.schema_migrations")
+        let server = migrations::parse_version(&self.server_version().await?);
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Done {
+            version: u32,
+            name: String,
+        }
+        let done: Vec<Done> = self
+            .fetch("SELECT version, name FROM {db}.schema_migrations")
             .await?;
         let mut applied = Vec::new();
         for m in migrations::MIGRATIONS {
-            if done.contains(&m.version) {
+            let records: Vec<&Done> = done.iter().filter(|d| d.version == m.version).collect();
+            let full = records
+                .iter()
+                .any(|d| !d.name.contains(migrations::PARTIAL_MARK));
+            let newly_supported = m.steps.iter().any(|s| match s.when {
+                migrations::When::ServerAtLeast(a, b) => server >= (a, b),
+                _ => false,
+            });
+            if full || (!records.is_empty() && !newly_supported) {
                 continue;
             }
             for s in m.statements {
                 self.execute(s).await?;
             }
-            let name = m.name.replace('\\', "\\\\").replace('\'', "\\'");
+            let mut skipped = Vec::new();
+            for step in m.steps {
+                match step.when {
+                    migrations::When::ColumnMissing { table, column } => {
+                        if self.has_column(table, column).await? {
+                            continue;
+                        }
+                    }
+                    migrations::When::ServerAtLeast(a, b) => {
+                        if server < (a, b) {
+                            skipped.push(format!("{a}.{b}"));
+                            continue;
+                        }
+                    }
+                }
+                self.execute(step.sql).await?;
+            }
+            let mut name = m.name.to_string();
+            if let Some(need) = skipped.first() {
+                name.push_str(&format!(
+                    "{}{} statement(s) need ClickHouse {need}+, server is {}.{}]",
+                    migrations::PARTIAL_MARK,
+                    skipped.len(),
+                    server.0,
+                    server.1
+                ));
+            }
+            let name = name.replace('\\', "\\\\").replace('\'', "\\'");
             self.execute(&format!(
                 "INSERT INTO {{db}}.schema_migrations (version, name, applied_at) VALUES ({}, '{name}', now())",
                 m.version
@@ -159,6 +211,23 @@ impl Ch {
         Ok(applied)
     }
 
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, Error> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let n: Vec<N> = self
+            .client
+            .query("SELECT count() AS n FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+            .bind(&self.db)
+            .bind(table)
+            .bind(column)
+            .fetch_all()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n.first().map(|n| n.n > 0).unwrap_or(false))
+    }
+
     /// Inserts rows into `table` as one INSERT (RowBinary over HTTP): lands whole or not at all
     /// as long as the batch stays under `max_insert_block_size`.
     pub async fn insert<T: clickhouse::Row + serde::Serialize>(
@@ -166,11 +235,25 @@ impl Ch {
         table: &str,
         rows: &[T],
     ) -> Result<(), Error> {
-        if rows.is_empty() {
+        self.insert_as(table, rows.iter(), None).await
+    }
+
+    /// [`Ch::insert`] with a `query_id`, so that `system.processes` can tell whether an INSERT
+    /// whose response was lost is still running.
+    pub async fn insert_as<'a, T: clickhouse::Row + serde::Serialize + 'a>(
+        &self,
+        table: &str,
+        rows: impl ExactSizeIterator<Item = &'a T>,
+        query_id: Option<&str>,
+    ) -> Result<(), Error> {
+        if rows.len() == 0 {
             return Ok(());
         }
-        let mut ins = self
-            .client
+        let client = match query_id {
+            Some(id) => self.client.clone().with_option("query_id", id),
+            None => self.client.clone(),
+        };
+        let mut ins = client
             .insert(&format!("{}.{}", self.db, table))
             .map_err(|e| self.err(e))?
             .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));

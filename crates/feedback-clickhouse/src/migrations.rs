@@ -7,7 +7,29 @@
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
+    /// Run in order, on every server.
     pub statements: &'static [&'static str],
+    /// Run after `statements`, each under its condition (migrations 3+).
+    pub steps: &'static [Step],
+}
+
+/// A migration statement with a condition, for what 18.16 cannot express idempotently or
+/// at all.
+pub struct Step {
+    pub when: When,
+    pub sql: &'static str,
+}
+
+pub enum When {
+    /// `ALTER TABLE ... ADD COLUMN`: skipped when `{db}.table` already has the column
+    /// (18.16 has no `ADD COLUMN IF NOT EXISTS`).
+    ColumnMissing {
+        table: &'static str,
+        column: &'static str,
+    },
+    /// An improvement that needs a newer server (e.g. TTL, LowCardinality): applied only
+    /// when the server is at least `(major, minor)`. Re-running it is harmless.
+    ServerAtLeast(u32, u32),
 }
 
 /// The metric definitions, once, as a SQL expression over `positive`, `negative`,
@@ -144,6 +166,7 @@ pub const MIGRATIONS: &[Migration] = &[
                 payload String
             ) ENGINE = MergeTree() PARTITION BY toYYYYMM(received_at) ORDER BY (received_at, component)",
         ],
+        steps: &[],
     },
     Migration {
         version: 2,
@@ -197,8 +220,72 @@ pub const MIGRATIONS: &[Migration] = &[
                 GROUP BY team, metric, dimension, dim_value, window
              ) WHERE responses > 0",
         ],
+        steps: &[],
+    },
+    Migration {
+        version: 3,
+        name: "sink exactly-once: Kafka coordinates of every landed row, sink progress",
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.sink_progress (
+                topic String,
+                partition Int32,
+                offset Int64,
+                written_at DateTime DEFAULT now()
+            ) ENGINE = ReplacingMergeTree(offset) ORDER BY (topic, partition)",
+        ],
+        steps: &[
+            add_column("interactions", "kafka_topic", "ALTER TABLE {db}.interactions ADD COLUMN kafka_topic String DEFAULT ''"),
+            add_column("interactions", "kafka_partition", "ALTER TABLE {db}.interactions ADD COLUMN kafka_partition Int32 DEFAULT -1"),
+            add_column("interactions", "kafka_offset", "ALTER TABLE {db}.interactions ADD COLUMN kafka_offset Int64 DEFAULT -1"),
+            add_column("ratings", "kafka_topic", "ALTER TABLE {db}.ratings ADD COLUMN kafka_topic String DEFAULT ''"),
+            add_column("ratings", "kafka_partition", "ALTER TABLE {db}.ratings ADD COLUMN kafka_partition Int32 DEFAULT -1"),
+            add_column("ratings", "kafka_offset", "ALTER TABLE {db}.ratings ADD COLUMN kafka_offset Int64 DEFAULT -1"),
+            add_column("dead_letters", "kafka_topic", "ALTER TABLE {db}.dead_letters ADD COLUMN kafka_topic String DEFAULT ''"),
+            add_column("dead_letters", "kafka_partition", "ALTER TABLE {db}.dead_letters ADD COLUMN kafka_partition Int32 DEFAULT -1"),
+            add_column("dead_letters", "kafka_offset", "ALTER TABLE {db}.dead_letters ADD COLUMN kafka_offset Int64 DEFAULT -1"),
+        ],
+    },
+    Migration {
+        version: 4,
+        name: "where the server supports it: dead-letter retention (TTL 90 days), LowCardinality for repetitive non-key columns",
+        statements: &[],
+        steps: &[
+            newer(19, 6, "ALTER TABLE {db}.dead_letters MODIFY TTL received_at + INTERVAL 90 DAY"),
+            newer(19, 6, "ALTER TABLE {db}.dead_letters MODIFY COLUMN reason LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.dead_letters MODIFY COLUMN kafka_topic LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.interactions MODIFY COLUMN attribution LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.interactions MODIFY COLUMN kafka_topic LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.interactions MODIFY COLUMN source_topic LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.ratings MODIFY COLUMN attribution LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.ratings MODIFY COLUMN kafka_topic LowCardinality(String)"),
+            newer(19, 6, "ALTER TABLE {db}.ratings MODIFY COLUMN source_topic LowCardinality(String)"),
+        ],
     },
 ];
+
+const fn add_column(table: &'static str, column: &'static str, sql: &'static str) -> Step {
+    Step {
+        when: When::ColumnMissing { table, column },
+        sql,
+    }
+}
+
+const fn newer(major: u32, minor: u32, sql: &'static str) -> Step {
+    Step {
+        when: When::ServerAtLeast(major, minor),
+        sql,
+    }
+}
+
+/// `(major, minor)` of a `version()` string such as `18.16.1` or `25.8.2.1`.
+pub fn parse_version(v: &str) -> (u32, u32) {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// The marker a migration's record carries when some of its steps were skipped because
+/// the server was too old; `migrate` runs such a migration again once the server supports it.
+pub const PARTIAL_MARK: &str = " [partial: ";
 
 /// A statement with `{db}` and `{metric_value}` filled in.
 pub fn render(statement: &str, db: &str) -> String {
@@ -206,4 +293,45 @@ pub fn render(statement: &str, db: &str) -> String {
         .replace("{metric_value}", METRIC_VALUE_SQL)
         .replace("{windows}", WINDOWS_SQL)
         .replace("{db}", db)
+}
+
+/// Every statement `migrate` runs on a fresh database of a server of version `server`
+/// (`(major, minor)`), rendered for `db`, including the bookkeeping table and its records.
+/// Used to apply the same migrations on servers the client cannot reach over HTTP (chDB
+/// in the version test).
+pub fn fresh_plan(db: &str, server: (u32, u32)) -> Vec<String> {
+    let mut out = vec![
+        render("CREATE DATABASE IF NOT EXISTS {db}", db),
+        render(
+            "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) \
+             ENGINE = MergeTree() ORDER BY version",
+            db,
+        ),
+    ];
+    for m in MIGRATIONS {
+        out.extend(m.statements.iter().map(|s| render(s, db)));
+        let mut skipped = 0;
+        for step in m.steps {
+            match step.when {
+                When::ServerAtLeast(a, b) if server < (a, b) => skipped += 1,
+                _ => out.push(render(step.sql, db)),
+            }
+        }
+        let mut name = m.name.to_string();
+        if skipped > 0 {
+            name.push_str(&format!(
+                "{PARTIAL_MARK}{skipped} statement(s) skipped, server is {}.{}]",
+                server.0, server.1
+            ));
+        }
+        out.push(render(
+            &format!(
+                "INSERT INTO {{db}}.schema_migrations (version, name, applied_at) VALUES ({}, '{}', now())",
+                m.version,
+                name.replace('\\', "\\\\").replace('\'', "\\'")
+            ),
+            db,
+        ));
+    }
+    out
 }

@@ -34,6 +34,10 @@ pub struct InteractionRow {
     pub source_partition: i32,
     pub source_offset: i64,
     pub attributed_at_ms: i64,
+    /// The attributed-topic message this row was landed from (migration 3).
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
 }
 
 #[derive(Debug, Clone, clickhouse::Row, Serialize)]
@@ -62,6 +66,10 @@ pub struct RatingRow {
     pub source_partition: i32,
     pub source_offset: i64,
     pub attributed_at_ms: i64,
+    /// The attributed-topic message this row was landed from (migration 3).
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
 }
 
 #[derive(Debug, Clone, clickhouse::Row, Serialize)]
@@ -75,6 +83,10 @@ pub struct DeadLetterRow {
     pub source_offset: i64,
     /// The raw message, as lossy UTF-8 text for readability.
     pub payload: String,
+    /// The message the sink read (attributed or dead-letter topic; migration 3).
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
 }
 
 impl DeadLetterRow {
@@ -137,6 +149,9 @@ impl From<AttributedEvent> for crate::rows::Row {
                     source_partition: a.source.partition,
                     source_offset: a.source.offset,
                     attributed_at_ms: a.attributed_at,
+                    kafka_topic: String::new(),
+                    kafka_partition: -1,
+                    kafka_offset: -1,
                 })
             }
             Event::Rating(r) => {
@@ -179,8 +194,139 @@ impl From<AttributedEvent> for crate::rows::Row {
                     source_partition: a.source.partition,
                     source_offset: a.source.offset,
                     attributed_at_ms: a.attributed_at,
+                    kafka_topic: String::new(),
+                    kafka_partition: -1,
+                    kafka_offset: -1,
                 })
             }
         }
+    }
+}
+
+impl Row {
+    /// Records the Kafka message the row is landed from (the sink's exactly-once key).
+    pub fn set_kafka(&mut self, topic: &str, partition: i32, offset: i64) {
+        let (t, p, o) = match self {
+            Row::Interaction(r) => (
+                &mut r.kafka_topic,
+                &mut r.kafka_partition,
+                &mut r.kafka_offset,
+            ),
+            Row::Rating(r) => (
+                &mut r.kafka_topic,
+                &mut r.kafka_partition,
+                &mut r.kafka_offset,
+            ),
+        };
+        *t = topic.to_string();
+        *p = partition;
+        *o = offset;
+    }
+}
+
+/// The columns each row type writes, with the ClickHouse type the sink serializes for it
+/// (RowBinary carries no types, so a mistyped column would be misread silently; the sink's
+/// startup check compares these with `system.columns`). `LowCardinality(T)` on the server
+/// is accepted for `T` (migration 4 on servers that support it).
+pub const INTERACTION_COLUMNS: &[(&str, &str)] = &[
+    ("interaction_id", "String"),
+    ("occurred_at", "DateTime"),
+    ("occurred_at_ms", "Int64"),
+    ("service", "String"),
+    ("channel", "String"),
+    ("kind", "String"),
+    ("customer_ref", "String"),
+    ("product", "Nullable(String)"),
+    ("region", "Nullable(String)"),
+    ("agent_id", "Nullable(String)"),
+    ("handling_team", "Nullable(String)"),
+    ("attributes", "String"),
+    ("team", "String"),
+    ("attribution", "String"),
+    ("claim_file", "Nullable(String)"),
+    ("claim_index", "Nullable(Int32)"),
+    ("ownership_version", "String"),
+    ("source_topic", "String"),
+    ("source_partition", "Int32"),
+    ("source_offset", "Int64"),
+    ("attributed_at_ms", "Int64"),
+    ("kafka_topic", "String"),
+    ("kafka_partition", "Int32"),
+    ("kafka_offset", "Int64"),
+];
+
+pub const RATING_COLUMNS: &[(&str, &str)] = &[
+    ("rating_id", "String"),
+    ("occurred_at", "DateTime"),
+    ("occurred_at_ms", "Int64"),
+    ("interaction_id", "Nullable(String)"),
+    ("metric", "String"),
+    ("score", "Int8"),
+    ("comment", "Nullable(String)"),
+    ("service", "String"),
+    ("channel", "String"),
+    ("customer_ref", "String"),
+    ("product", "Nullable(String)"),
+    ("region", "Nullable(String)"),
+    ("attributes", "String"),
+    ("team", "String"),
+    ("attribution", "String"),
+    ("claim_file", "Nullable(String)"),
+    ("claim_index", "Nullable(Int32)"),
+    ("ownership_version", "String"),
+    ("orphan", "UInt8"),
+    ("interaction_kind", "Nullable(String)"),
+    ("source_topic", "String"),
+    ("source_partition", "Int32"),
+    ("source_offset", "Int64"),
+    ("attributed_at_ms", "Int64"),
+    ("kafka_topic", "String"),
+    ("kafka_partition", "Int32"),
+    ("kafka_offset", "Int64"),
+];
+
+pub const DEAD_LETTER_COLUMNS: &[(&str, &str)] = &[
+    ("received_at", "DateTime"),
+    ("component", "String"),
+    ("reason", "String"),
+    ("error", "String"),
+    ("source_topic", "String"),
+    ("source_partition", "Int32"),
+    ("source_offset", "Int64"),
+    ("payload", "String"),
+    ("kafka_topic", "String"),
+    ("kafka_partition", "Int32"),
+    ("kafka_offset", "Int64"),
+];
+
+/// The sink's progress rows (`{db}.sink_progress`, migration 3).
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct ProgressRow {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub const PROGRESS_COLUMNS: &[(&str, &str)] = &[
+    ("topic", "String"),
+    ("partition", "Int32"),
+    ("offset", "Int64"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickhouse::Row as _;
+
+    fn names(c: &[(&str, &str)]) -> Vec<String> {
+        c.iter().map(|(n, _)| n.to_string()).collect()
+    }
+
+    #[test]
+    fn column_lists_match_the_serialized_fields() {
+        assert_eq!(names(INTERACTION_COLUMNS), InteractionRow::COLUMN_NAMES);
+        assert_eq!(names(RATING_COLUMNS), RatingRow::COLUMN_NAMES);
+        assert_eq!(names(DEAD_LETTER_COLUMNS), DeadLetterRow::COLUMN_NAMES);
+        assert_eq!(names(PROGRESS_COLUMNS), ProgressRow::COLUMN_NAMES);
     }
 }

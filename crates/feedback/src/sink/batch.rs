@@ -1,0 +1,200 @@
+//! A batch: the rows of the messages read since the last flush, with the Kafka coordinates
+//! of each, and per partition the first and last offset read.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use feedback_clickhouse::{DeadLetterRow, InteractionRow, RatingRow, Row};
+use feedback_events::codec::{decode, Decoded};
+use feedback_kafka::rdkafka::message::Headers;
+use feedback_kafka::rdkafka::Message;
+
+use super::land::Lander;
+
+/// Header the sink puts on the dead letters it publishes itself: their row is already in
+/// `dead_letters`, so reading them back from the dead-letter topic lands nothing.
+pub const LANDED_HEADER: &str = "landed";
+pub const LANDED_CLICKHOUSE: &str = "clickhouse";
+
+/// The Kafka coordinates a row carries.
+pub trait Coordinates {
+    fn kafka(&self) -> (&str, i32, i64);
+}
+
+impl Coordinates for InteractionRow {
+    fn kafka(&self) -> (&str, i32, i64) {
+        (&self.kafka_topic, self.kafka_partition, self.kafka_offset)
+    }
+}
+impl Coordinates for RatingRow {
+    fn kafka(&self) -> (&str, i32, i64) {
+        (&self.kafka_topic, self.kafka_partition, self.kafka_offset)
+    }
+}
+impl Coordinates for DeadLetterRow {
+    fn kafka(&self) -> (&str, i32, i64) {
+        (&self.kafka_topic, self.kafka_partition, self.kafka_offset)
+    }
+}
+
+/// A row plus the size of the message it came from.
+pub struct Item<T> {
+    pub row: T,
+    pub bytes: usize,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub interactions: Vec<Item<InteractionRow>>,
+    pub ratings: Vec<Item<RatingRow>>,
+    pub dead: Vec<Item<DeadLetterRow>>,
+    /// Dead letters the sink made itself, to publish on the dead-letter topic too.
+    pub publish: Vec<DeadLetterRow>,
+    pub bytes: usize,
+    pub newest_event_ms: i64,
+    /// First and last offset read, per (topic, partition).
+    pub span: HashMap<(String, i32), (i64, i64)>,
+    pub opened: Option<Instant>,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.interactions.len() + self.ratings.len() + self.dead.len()
+    }
+
+    pub fn drop_partitions(&mut self, parts: &[(String, i32)]) {
+        let gone = |(t, p, _): (&str, i32, i64)| parts.iter().any(|(pt, pp)| pt == t && *pp == p);
+        self.interactions.retain(|i| !gone(i.row.kafka()));
+        self.ratings.retain(|i| !gone(i.row.kafka()));
+        self.dead.retain(|i| !gone(i.row.kafka()));
+        self.publish.retain(|d| !gone(d.kafka()));
+        for k in parts {
+            self.span.remove(k);
+        }
+        if self.span.is_empty() {
+            *self = Batch::default();
+        }
+    }
+}
+
+fn header<M: Message>(m: &M, key: &str) -> Option<String> {
+    m.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}
+
+/// Adds the row of `m` unless ClickHouse already holds it.
+pub fn add<M: Message>(batch: &mut Batch, m: &M, lander: &Lander) {
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
+    let key = (topic.to_string(), partition);
+    let Some(landed) = lander.landed.get(&key) else {
+        return;
+    };
+    let span = batch.span.entry(key).or_insert((offset, offset));
+    span.1 = offset;
+    batch.opened.get_or_insert_with(Instant::now);
+    let payload = m.payload().unwrap_or(&[]);
+    let dead_letter = |component: String,
+                       reason: String,
+                       error: String,
+                       source: (String, i32, i64)| DeadLetterRow {
+        received_at: DeadLetterRow::now_secs(),
+        component,
+        reason,
+        error,
+        source_topic: source.0,
+        source_partition: source.1,
+        source_offset: source.2,
+        payload: String::from_utf8_lossy(payload).into_owned(),
+        kafka_topic: topic.to_string(),
+        kafka_partition: partition,
+        kafka_offset: offset,
+    };
+    let already = |table: &str| {
+        let l = landed.contains(table, offset);
+        if l {
+            lander.metrics.skipped.with_label_values(&[table]).inc();
+        }
+        l
+    };
+    if topic == lander.topics.deadletter {
+        if header(m, LANDED_HEADER).as_deref() == Some(LANDED_CLICKHOUSE) || already("dead_letters")
+        {
+            return;
+        }
+        let h = |k| header(m, k).unwrap_or_default();
+        let row = dead_letter(
+            h("component"),
+            h("reason"),
+            h("error"),
+            (
+                h("source_topic"),
+                h("source_partition").parse().unwrap_or(-1),
+                h("source_offset").parse().unwrap_or(-1),
+            ),
+        );
+        batch.bytes += payload.len();
+        batch.dead.push(Item {
+            row,
+            bytes: payload.len(),
+        });
+        return;
+    }
+    match decode(payload) {
+        Ok(Decoded::Attributed(a)) => {
+            let occurred = a.event.occurred_at();
+            let mut row = Row::from(a);
+            row.set_kafka(topic, partition, offset);
+            match row {
+                Row::Interaction(r) => {
+                    if already("interactions") {
+                        return;
+                    }
+                    batch.interactions.push(Item {
+                        row: r,
+                        bytes: payload.len(),
+                    })
+                }
+                Row::Rating(r) => {
+                    if already("ratings") {
+                        return;
+                    }
+                    batch.ratings.push(Item {
+                        row: r,
+                        bytes: payload.len(),
+                    })
+                }
+            }
+            batch.bytes += payload.len();
+            batch.newest_event_ms = batch.newest_event_ms.max(occurred);
+        }
+        other => {
+            if already("dead_letters") {
+                return;
+            }
+            let (reason, error) = match other {
+                Err(e) => (e.code().to_string(), e.to_string()),
+                Ok(_) => (
+                    "wrong_schema".to_string(),
+                    "not an attributed event".to_string(),
+                ),
+            };
+            tracing::warn!(topic, partition, offset, reason = %reason, error = %error, "dead-lettering an undecodable message");
+            let row = dead_letter(
+                "sink".into(),
+                reason,
+                error,
+                (topic.to_string(), partition, offset),
+            );
+            batch.publish.push(row.clone());
+            batch.bytes += payload.len();
+            batch.dead.push(Item {
+                row,
+                bytes: payload.len(),
+            });
+        }
+    }
+}
