@@ -86,6 +86,20 @@ impl Metrics {
                 &["table"],
             )?,
         };
+        // Known label values start at zero, so alert rules see the first increment.
+        for kind in ["retriable", "rejected"] {
+            m.errors.with_label_values(&[kind]);
+        }
+        for reason in [
+            "connection",
+            "timeout",
+            "too_many_parts",
+            "shutdown",
+            "schema",
+            "server_error",
+        ] {
+            m.retries.with_label_values(&[reason]);
+        }
         r.register(Box::new(m.rows.clone()))?;
         r.register(Box::new(m.bytes.clone()))?;
         r.register(Box::new(m.batch_rows.clone()))?;
