@@ -5,7 +5,7 @@ Every ClickHouse query of every dashboard (panel targets and template variables)
 the way Grafana and the grafana-clickhouse-datasource plugin expand it (template variables
 first, then the plugin's macros, pkg/macros/macros.go), then run
   * on the test stack's ClickHouse (Debian's 18.16; schema by `feedback migrate`), and
-  * on current ClickHouse through chDB (schema from the same migrations.rs statements),
+  * on current ClickHouse through chDB (schema: `feedback migrate --print-plan <chDB version>`),
 against the same seeded rows, and each result is compared with exact rows computed here, in
 Python, from the seed (the metric definitions written out independently of the views).
 
@@ -38,51 +38,21 @@ def fail(msg):
 
 # --- the schema, from the one source the binary uses -------------------------------------
 
-def rust_str(lit):
-    """The value of a Rust string literal body (escapes, `\\` line continuations)."""
-    out, i = [], 0
-    while i < len(lit):
-        c = lit[i]
-        if c != "\\":
-            out.append(c)
-            i += 1
-            continue
-        n = lit[i + 1]
-        if n == "\n":
-            i += 2
-            while i < len(lit) and lit[i] in " \t\n":
-                i += 1
-            continue
-        out.append({"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"', "0": "\0"}[n])
-        i += 2
-    return "".join(out)
+def migration_statements(db, version):
+    """What `feedback migrate` runs on a fresh database of a server of `version`, from the
+    binary itself (`migrate --print-plan`), so this test never parses Rust."""
+    env = dict(os.environ, FEEDBACK_CLICKHOUSE_DATABASE=db, FEEDBACK_LOG="warn")
+    r = subprocess.run([FEEDBACK_BIN, "migrate", "--print-plan", version], env=env, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"dashboards_test: `feedback migrate --print-plan {version}` failed: {r.stdout}{r.stderr}")
+    return json.loads(r.stdout)
 
 
-LIT = r'"((?:[^"\\]|\\.)*)"'
-
-
-def migration_statements(db):
-    src = open(os.path.join(ROOT, "crates", "feedback-clickhouse", "src", "migrations.rs")).read()
-    consts = {}
-    for name in ("METRIC_VALUE_SQL", "WINDOWS_SQL"):
-        m = re.search(r"pub const " + name + r": &str =\s*" + LIT + r";", src, re.S)
-        if not m:
-            sys.exit(f"dashboards_test: cannot find {name} in migrations.rs; update the parser in {__file__}")
-        consts[name] = rust_str(m.group(1))
-    blocks = re.findall(r"statements:\s*&\[(.*?)\n\s*\],", src, re.S)
-    if not blocks:
-        sys.exit(f"dashboards_test: no `statements: &[...]` in migrations.rs; update the parser in {__file__}")
-    stmts = []
-    for b in blocks:
-        rest = re.sub(LIT, "", b, flags=re.S)
-        if rest.strip(" \n,"):
-            sys.exit(f"dashboards_test: migrations.rs has statements that are not plain string literals "
-                     f"({rest.strip()[:80]!r}); update the parser in {__file__}")
-        for lit in re.findall(LIT, b, re.S):
-            s = rust_str(lit)
-            s = s.replace("{metric_value}", consts["METRIC_VALUE_SQL"]).replace("{windows}", consts["WINDOWS_SQL"])
-            stmts.append(s.replace("{db}", db))
-    return stmts
+def chdb_version():
+    from chdb import session
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix="dashboards_chdb_v_") as d:
+        return str(session.Session(d).query("SELECT version()", "CSV")).strip().strip('"')
 
 
 # --- the two engines ----------------------------------------------------------------------
@@ -409,7 +379,7 @@ def main():
     r = subprocess.run([FEEDBACK_BIN, "migrate"], env=env, capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"dashboards_test: `feedback migrate` failed: {r.stdout}{r.stderr}")
-    stmts = migration_statements(db)
+    stmts = migration_statements(db, chdb_version())
     chdb = ChDB(db, stmts)
     engines = [server, chdb]
     try:
@@ -418,7 +388,7 @@ def main():
         a = [x[0] for x in server.query(listq)]
         b = [x[0] for x in chdb.query(listq)]
         if a != b:
-            fail(f"schema from migrations.rs on chDB {b} differs from `feedback migrate`'s {a}")
+            fail(f"schema from `feedback migrate --print-plan` on chDB {b} differs from `feedback migrate`'s {a}")
         for st in seed_sql(db):
             server.run(st)
             chdb.run(st)

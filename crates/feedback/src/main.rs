@@ -57,6 +57,10 @@ enum Command {
     Migrate {
         #[command(flatten)]
         common: Common,
+        /// Do not connect: print, as a JSON array, every statement a fresh database gets on
+        /// a server of this version (e.g. 26.9), for servers reached another way (chDB).
+        #[arg(long, value_name = "SERVER_VERSION")]
+        print_plan: Option<String>,
     },
     /// HTTP collector: POST /v1/interactions and /v1/ratings → Kafka.
     Collector(collector::Args),
@@ -181,7 +185,20 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Migrate { common } => {
+        Command::Migrate {
+            common,
+            print_plan: Some(server),
+        } => {
+            let plan = feedback_clickhouse::migrations::fresh_plan(
+                &common.clickhouse_database,
+                feedback_clickhouse::migrations::parse_version(&server),
+            );
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        }
+        Command::Migrate {
+            common,
+            print_plan: None,
+        } => {
             let ch = common.clickhouse()?;
             let version = ch.server_version().await?;
             let applied = ch.migrate().await?;
