@@ -46,5 +46,20 @@ wait "$lg" || { echo "[demo] loadgen failed:"; cat "$RUN/loadgen.log"; exit 1; }
 pids=("${pids[@]:0:3}")
 echo
 cat "$RUN/loadgen.out"
+# The probe measures latency on an idle pipeline: first wait (bounded) until the attributor
+# and the sink have caught up with what the load left queued in Kafka.
+lag_of() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m"[{]" { s += $2 } END { print s + 0 }'; }
+# Lag comes from librdkafka statistics (every 5 s): zero must hold for three looks in a row.
+drain_start=$(date +%s)
+zeros=0
+for i in $(seq 1 300); do
+  a=$(lag_of 9101 feedback_attributor_consumer_lag || echo "?")
+  s=$(lag_of 9102 feedback_sink_consumer_lag || echo "?")
+  if [ "$a" = 0 ] && [ "$s" = 0 ]; then zeros=$((zeros + 1)); else zeros=0; fi
+  [ "$zeros" -ge 3 ] && break
+  [ $((i % 5)) = 1 ] && echo "[demo] draining the backlog: attributor lag $a, sink lag $s"
+  sleep 2
+done
+echo "[demo] backlog drained $(( $(date +%s) - drain_start )) s after the load ended (attributor lag $a, sink lag $s)"
 "$FB" probe --count 20 | tee "$RUN/probe.out"
 echo "[demo] pipeline metrics: http://127.0.0.1:8080/metrics, :9101/metrics, :9102/metrics (until this script exits)"

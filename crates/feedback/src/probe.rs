@@ -70,8 +70,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let now = chrono::Utc::now().timestamp();
         let mut minute = 0;
         for _ in 0..20 {
-            let candidate =
-                (now - 10 * 86_400 - rand::rng().random_range(0..10 * 1440) * 60) / 60 * 60;
+            // A minute 2 hours to 3 days back: free of the live load's minutes, and well
+            // inside the attributor's join horizon (older events are late: their ratings
+            // would be orphans, not credited through the interaction).
+            let candidate = (now - 7_200 - rand::rng().random_range(0..3 * 1440) * 60) / 60 * 60;
             if responses(&ch, candidate).await? == 0 {
                 minute = candidate;
                 break;

@@ -38,10 +38,18 @@ impl ClientContext for Ctx {
     fn stats(&self, s: Statistics) {
         for (topic, t) in &s.topics {
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
+                // Offsets are committed by the transactional producer, so librdkafka's
+                // `consumer_lag` (end − committed, as this consumer last saw it) goes stale;
+                // `consumer_lag_stored` (end − the position handed to us) does not.
+                let lag = if part.consumer_lag_stored >= 0 {
+                    part.consumer_lag_stored
+                } else {
+                    part.consumer_lag
+                };
+                if *p >= 0 && lag >= 0 {
                     self.lag
                         .with_label_values(&[topic, &p.to_string()])
-                        .set(part.consumer_lag);
+                        .set(lag);
                 }
             }
         }
