@@ -247,7 +247,10 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     let env = Env::new("versions");
     let db = env.database.clone();
     let first = env.run(&["migrate"]);
-    assert!(first.contains("applied migrations [1, 2, 3, 4]"), "{first}");
+    assert!(
+        first.contains("applied migrations [1, 2, 3, 4, 5]"),
+        "{first}"
+    );
     let second = env.run(&["migrate"]);
     assert!(second.contains("up to date"), "{second}");
     let now = chrono::Utc::now().timestamp();
@@ -281,7 +284,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
             );
         }
     }
-    assert_eq!(server["versions"], "1\n2\n3\n4\n");
+    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n");
 
     // Exact values, computed from the seeded rows.
     let mut want_windows = String::new();
@@ -340,13 +343,21 @@ async fn migrate_upgrades_a_database_at_version_2() {
     }
     on_server(&format!("INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES ('old', now(), 0, 'csat', 5, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 'src', 0, 1, 0)")).await;
     let out = env.run(&["migrate"]);
-    assert!(out.contains("applied migrations [3, 4]"), "{out}");
+    assert!(out.contains("applied migrations [3, 4, 5]"), "{out}");
     assert_eq!(
         on_server(&format!(
             "SELECT rating_id, kafka_topic, kafka_partition, kafka_offset FROM {db}.ratings"
         ))
         .await,
         "old\t\t-1\t-1\n"
+    );
+    // Migration 5 turned the aggregates into views: rows landed before it still count.
+    assert_eq!(
+        on_server(&format!(
+            "SELECT team, metric, responses, score_sum, positive, negative FROM {db}.team_minute"
+        ))
+        .await,
+        "payments\tcsat\t1\t5\t1\t0\n"
     );
     assert!(env.run(&["migrate"]).contains("up to date"));
     // The sink accepts the upgraded schema (it would refuse to start otherwise).
