@@ -38,6 +38,14 @@ pub enum When {
 pub const METRIC_VALUE_SQL: &str = "round(multiIf(metric = 'csat', 100 * positive / responses, \
      metric = 'nps', 100 * (toInt64(positive) - toInt64(negative)) / responses, score_sum / responses), 4)";
 
+/// Which answers count as positive (CSAT 4–5, NPS 9–10, CES 5–7) and negative (CSAT 1–2,
+/// NPS 0–6, CES 1–3), per rating row; the aggregates sum them and [`METRIC_VALUE_SQL`]
+/// turns the sums into the metrics. Written here once, used by every aggregate.
+pub const POSITIVE_SQL: &str =
+    "multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)";
+pub const NEGATIVE_SQL: &str =
+    "multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)";
+
 /// The rolling windows of `team_metrics_window` and `team_breakdown`, each
 /// `(name, from, to)` with `from <= minute < to`. `last_*` ends with the current (partial)
 /// minute and starts like `team_metrics`' `last_1h` grain; `prev_*` is the same span just
@@ -119,8 +127,8 @@ pub const MIGRATIONS: &[Migration] = &[
              SELECT team, metric, toStartOfMinute(occurred_at) AS minute,
                     count() AS responses,
                     sum(toInt64(score)) AS score_sum,
-                    sum(multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)) AS positive,
-                    sum(multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)) AS negative
+                    sum({positive}) AS positive,
+                    sum({negative}) AS negative
              FROM {db}.ratings GROUP BY team, metric, minute",
             "CREATE TABLE IF NOT EXISTS {db}.team_interactions_minute (
                 team String,
@@ -188,8 +196,8 @@ pub const MIGRATIONS: &[Migration] = &[
                     toStartOfMinute(occurred_at) AS minute,
                     count() AS responses,
                     sum(toInt64(score)) AS score_sum,
-                    sum(multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)) AS positive,
-                    sum(multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)) AS negative
+                    sum({positive}) AS positive,
+                    sum({negative}) AS negative
              FROM {db}.ratings
              ARRAY JOIN [('channel', channel), ('product', ifNull(product, '')), ('kind', ifNull(interaction_kind, ''))] AS d
              GROUP BY team, metric, dimension, dim_value, minute",
@@ -280,8 +288,8 @@ pub const MIGRATIONS: &[Migration] = &[
              SELECT team, metric, toStartOfMinute(occurred_at) AS minute,
                     count() AS responses,
                     sum(toInt64(score)) AS score_sum,
-                    sum(multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)) AS positive,
-                    sum(multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)) AS negative
+                    sum({positive}) AS positive,
+                    sum({negative}) AS negative
              FROM {db}.ratings GROUP BY team, metric, minute",
             "CREATE VIEW IF NOT EXISTS {db}.team_interactions_minute AS
              SELECT team, toStartOfMinute(occurred_at) AS minute, channel, kind, count() AS interactions
@@ -291,8 +299,8 @@ pub const MIGRATIONS: &[Migration] = &[
                     toStartOfMinute(occurred_at) AS minute,
                     count() AS responses,
                     sum(toInt64(score)) AS score_sum,
-                    sum(multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)) AS positive,
-                    sum(multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)) AS negative
+                    sum({positive}) AS positive,
+                    sum({negative}) AS negative
              FROM {db}.ratings
              ARRAY JOIN [('channel', channel), ('product', ifNull(product, '')), ('kind', ifNull(interaction_kind, ''))] AS d
              GROUP BY team, metric, dimension, dim_value, minute",
@@ -330,6 +338,8 @@ pub fn render(statement: &str, db: &str) -> String {
     statement
         .replace("{metric_value}", METRIC_VALUE_SQL)
         .replace("{windows}", WINDOWS_SQL)
+        .replace("{positive}", POSITIVE_SQL)
+        .replace("{negative}", NEGATIVE_SQL)
         .replace("{db}", db)
 }
 
