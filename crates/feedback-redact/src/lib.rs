@@ -99,7 +99,10 @@ pub fn redact(text: &str) -> (Cow<'_, str>, Counts) {
 /// pseudonymous, like `customer_ref`): `email`, `phone`, `card` or `iban`.
 pub fn personal_data_kind(value: &str) -> Option<&'static str> {
     let (_, c) = redact(value);
-    c.by_type().into_iter().find(|(_, n)| *n > 0).map(|(t, _)| t)
+    c.by_type()
+        .into_iter()
+        .find(|(_, n)| *n > 0)
+        .map(|(t, _)| t)
 }
 
 fn replace<'a>(
@@ -192,7 +195,10 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(r("mail me at jan.de-vries+test@example.co.uk please"), "mail me at [email] please");
+        assert_eq!(
+            r("mail me at jan.de-vries+test@example.co.uk please"),
+            "mail me at [email] please"
+        );
         assert_eq!(r("A.B@Sub.Example.NL"), "[email]");
         assert_eq!(redact("x@y.com and z@w.org").1.email, 2);
     }
@@ -244,7 +250,13 @@ mod tests {
         }
         // One digit off: Luhn fails, left alone.
         assert_eq!(r("4111 1111 1111 1112"), "4111 1111 1111 1112");
-        assert_eq!(redact("4111111111111111").1, Counts { card: 1, ..Counts::default() });
+        assert_eq!(
+            redact("4111111111111111").1,
+            Counts {
+                card: 1,
+                ..Counts::default()
+            }
+        );
     }
 
     #[test]
@@ -297,7 +309,15 @@ mod tests {
             out,
             "Mail [email] or call [phone]; refund to [iban], card [card]"
         );
-        assert_eq!(c, Counts { email: 1, phone: 1, card: 1, iban: 1 });
+        assert_eq!(
+            c,
+            Counts {
+                email: 1,
+                phone: 1,
+                card: 1,
+                iban: 1
+            }
+        );
         let (again, c2) = redact(&out);
         assert_eq!(again, out);
         assert_eq!(c2.total(), 0);
@@ -309,6 +329,9 @@ mod tests {
         assert_eq!(personal_data_kind("+31612345678"), Some("phone"));
         assert_eq!(personal_data_kind("0612345678"), Some("phone"));
         assert_eq!(personal_data_kind("cust-48213"), None);
-        assert_eq!(personal_data_kind("c7f3a9e2-11d4-4e5b-9a61-2f0c8d1b7e44"), None);
+        assert_eq!(
+            personal_data_kind("c7f3a9e2-11d4-4e5b-9a61-2f0c8d1b7e44"),
+            None
+        );
     }
 }

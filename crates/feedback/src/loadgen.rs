@@ -40,6 +40,10 @@ pub struct Args {
     /// Hide the progress bar (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
+    /// The collector API key to send (`Authorization: Bearer`); prefer the environment
+    /// variable. Without one, only a collector started with --allow-anonymous accepts.
+    #[arg(long, env = "FEEDBACK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Outcome of a run.
@@ -161,6 +165,7 @@ pub async fn generate(args: &Args) -> anyhow::Result<Report> {
     let mut w = Workload::new(args.seed, &run_id, Mix::default());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(crate::apikeys::client_headers(args.api_key.as_deref())?)
         .build()?;
     let counters = Arc::new(Counters::default());
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Generated>>(args.concurrency * 2);

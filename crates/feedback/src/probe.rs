@@ -34,6 +34,10 @@ pub struct Args {
     /// Give up on one probe after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// The collector API key to send (`Authorization: Bearer`); prefer the environment
+    /// variable. Without one, only a collector started with --allow-anonymous accepts.
+    #[arg(long, env = "FEEDBACK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -63,6 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ch = args.common.clickhouse()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(crate::apikeys::client_headers(args.api_key.as_deref())?)
         .build()?;
     let mut latencies = Vec::with_capacity(args.count);
     let run = chrono::Utc::now().timestamp_millis();

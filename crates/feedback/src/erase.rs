@@ -1,0 +1,167 @@
+//! `feedback erase --customer-ref X [--reason ...]`: removes one customer's rows from
+//! ClickHouse (interactions, ratings, and dead letters whose message or error mentions the
+//! ref) with `ALTER TABLE ... DELETE`, waits (bounded) until those mutations are done,
+//! records the erasure in `{db}.erasures` (migration 6) and prints what it removed.
+//!
+//! What it does not reach: Kafka topics (records stay until retention removes them),
+//! backups, and copies outside ClickHouse; see ARCHITECTURE.md, "Personal data".
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use feedback_clickhouse::migrations::render;
+use feedback_clickhouse::Ch;
+use serde::Deserialize;
+
+use crate::config::Common;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// The customer whose rows are removed (the pseudonymous customer_ref of the events).
+    #[arg(long)]
+    pub customer_ref: String,
+    /// Why (e.g. a ticket number of the erasure request); stored in the erasure record.
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who asked; stored in the erasure record (default: $USER).
+    #[arg(long, env = "USER", default_value = "")]
+    pub requested_by: String,
+    /// Longest wait for ClickHouse to finish the deletions, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub wait_secs: u64,
+}
+
+/// Each table, and the condition selecting the customer's rows (`?` = the customer_ref).
+const TARGETS: [(&str, &str); 3] = [
+    ("interactions", "customer_ref = ?"),
+    ("ratings", "customer_ref = ?"),
+    (
+        "dead_letters",
+        "position(payload, ?) > 0 OR position(error, ?) > 0",
+    ),
+];
+
+#[derive(clickhouse::Row, Deserialize)]
+struct N {
+    n: u64,
+}
+
+async fn count(ch: &Ch, table: &str, cond: &str, customer_ref: &str) -> anyhow::Result<u64> {
+    let sql = render(
+        &format!("SELECT count() AS n FROM {{db}}.{table} WHERE {cond}"),
+        ch.database(),
+    );
+    let mut q = ch.client().query(&sql);
+    for _ in 0..cond.matches('?').count() {
+        q = q.bind(customer_ref);
+    }
+    let rows: Vec<N> = q
+        .fetch_all()
+        .await
+        .with_context(|| format!("counting {}.{table} rows of the customer", ch.database()))?;
+    Ok(rows.first().map(|r| r.n).unwrap_or(0))
+}
+
+/// Unfinished mutations on the erased tables.
+async fn pending(ch: &Ch) -> anyhow::Result<u64> {
+    let rows: Vec<N> = ch
+        .client()
+        .query("SELECT count() AS n FROM system.mutations WHERE database = ? AND table IN ('interactions', 'ratings', 'dead_letters') AND is_done = 0")
+        .bind(ch.database())
+        .fetch_all()
+        .await
+        .context("reading system.mutations")?;
+    Ok(rows.first().map(|r| r.n).unwrap_or(0))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
+    let customer_ref = args.customer_ref.trim().to_string();
+    anyhow::ensure!(
+        !customer_ref.is_empty(),
+        "--customer-ref is empty; give the customer_ref whose rows are to be removed"
+    );
+    let ch = args.common.clickhouse()?;
+    let mut before = Vec::new();
+    for (table, cond) in TARGETS {
+        before.push(count(&ch, table, cond, &customer_ref).await?);
+    }
+    for (table, cond) in TARGETS {
+        let sql = render(
+            &format!("ALTER TABLE {{db}}.{table} DELETE WHERE {cond}"),
+            ch.database(),
+        );
+        let mut q = ch.client().query(&sql);
+        for _ in 0..cond.matches('?').count() {
+            q = q.bind(customer_ref.as_str());
+        }
+        q.execute().await.with_context(|| {
+            format!(
+                "deleting the customer's rows from {}.{table}",
+                ch.database()
+            )
+        })?;
+    }
+    // Mutations run in the background; wait (bounded) until they are done and the rows gone.
+    let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
+    let mut after;
+    loop {
+        after = Vec::new();
+        for (table, cond) in TARGETS {
+            after.push(count(&ch, table, cond, &customer_ref).await?);
+        }
+        let open = pending(&ch).await?;
+        if open == 0 && after.iter().all(|&n| n == 0) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let complete = after.iter().all(|&n| n == 0);
+    let removed: Vec<u64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| b - a.min(b))
+        .collect();
+    ch.client()
+        .query(&render(
+            "INSERT INTO {db}.erasures (erased_at, customer_ref, reason, requested_by, interactions, ratings, dead_letters, complete) \
+             VALUES (now(), ?, ?, ?, ?, ?, ?, ?)",
+            ch.database(),
+        ))
+        .bind(customer_ref.as_str())
+        .bind(args.reason.as_str())
+        .bind(args.requested_by.as_str())
+        .bind(removed[0])
+        .bind(removed[1])
+        .bind(removed[2])
+        .bind(u8::from(complete))
+        .execute()
+        .await
+        .with_context(|| {
+            format!(
+                "recording the erasure in {}.erasures (run `feedback migrate` first: migration 6 creates it)",
+                ch.database()
+            )
+        })?;
+    println!(
+        "erased customer_ref {customer_ref:?} from {}: interactions {}, ratings {}, dead_letters {}",
+        ch.database(),
+        removed[0],
+        removed[1],
+        removed[2]
+    );
+    if complete {
+        println!("recorded in {}.erasures", ch.database());
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: after {}s ClickHouse still has rows of this customer (interactions {}, ratings {}, dead_letters {}); the deletions keep running in the background. Check system.mutations, then run the same command again (it is idempotent); the erasure is recorded with complete = 0",
+            args.wait_secs, after[0], after[1], after[2]
+        );
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
