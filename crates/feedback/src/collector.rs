@@ -58,7 +58,11 @@ pub struct Args {
     pub api_keys: Option<std::path::PathBuf>,
     /// Accept requests without API keys (local development only; logged as a warning).
     /// Without it and without --api-keys the collector refuses to start.
-    #[arg(long, env = "FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS")]
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub allow_anonymous: bool,
     #[command(subcommand)]
     pub command: Option<CollectorCommand>,

@@ -33,15 +33,56 @@ pub struct Args {
     pub wait_secs: u64,
 }
 
-/// Each table, and the condition selecting the customer's rows (`?` = the customer_ref).
+/// Each table, and the condition selecting the customer's rows. `?` is the customer_ref,
+/// `?re` the pattern of [`mention`]: a dead letter's payload (Avro as text, or JSON) or
+/// error mentions the ref as a whole token, so erasing `c-7` leaves `c-70` alone.
 const TARGETS: [(&str, &str); 3] = [
     ("interactions", "customer_ref = ?"),
     ("ratings", "customer_ref = ?"),
-    (
-        "dead_letters",
-        "position(payload, ?) > 0 OR position(error, ?) > 0",
-    ),
+    ("dead_letters", "match(payload, ?re) OR match(error, ?re)"),
 ];
+
+/// An RE2 pattern matching `customer_ref` not preceded or followed by an identifier
+/// character (Avro strings are preceded by a length byte, JSON strings by a quote).
+pub fn mention(customer_ref: &str) -> String {
+    let mut escaped = String::new();
+    for c in customer_ref.chars() {
+        if c.is_ascii_punctuation() {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    format!("(^|[^A-Za-z0-9_.@-]){escaped}($|[^A-Za-z0-9_.@-])")
+}
+
+/// `sql` with the customer_ref (`?`) and its pattern (`?re`) bound, in order.
+fn bind_ref(ch: &Ch, sql: &str, customer_ref: &str) -> clickhouse::query::Query {
+    let is_re: Vec<bool> = sql
+        .match_indices('?')
+        .map(|(i, _)| sql[i..].starts_with("?re"))
+        .collect();
+    let mut q = ch.client().query(&sql.replace("?re", "?"));
+    let pattern = mention(customer_ref);
+    for re in is_re {
+        q = if re {
+            q.bind(pattern.as_str())
+        } else {
+            q.bind(customer_ref)
+        };
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mention_pattern_escapes_and_bounds() {
+        assert_eq!(
+            super::mention("c-7.x"),
+            r"(^|[^A-Za-z0-9_.@-])c\-7\.x($|[^A-Za-z0-9_.@-])"
+        );
+    }
+}
 
 #[derive(clickhouse::Row, Deserialize)]
 struct N {
@@ -53,11 +94,7 @@ async fn count(ch: &Ch, table: &str, cond: &str, customer_ref: &str) -> anyhow::
         &format!("SELECT count() AS n FROM {{db}}.{table} WHERE {cond}"),
         ch.database(),
     );
-    let mut q = ch.client().query(&sql);
-    for _ in 0..cond.matches('?').count() {
-        q = q.bind(customer_ref);
-    }
-    let rows: Vec<N> = q
+    let rows: Vec<N> = bind_ref(ch, &sql, customer_ref)
         .fetch_all()
         .await
         .with_context(|| format!("counting {}.{table} rows of the customer", ch.database()))?;
@@ -92,16 +129,15 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             &format!("ALTER TABLE {{db}}.{table} DELETE WHERE {cond}"),
             ch.database(),
         );
-        let mut q = ch.client().query(&sql);
-        for _ in 0..cond.matches('?').count() {
-            q = q.bind(customer_ref.as_str());
-        }
-        q.execute().await.with_context(|| {
-            format!(
-                "deleting the customer's rows from {}.{table}",
-                ch.database()
-            )
-        })?;
+        bind_ref(&ch, &sql, &customer_ref)
+            .execute()
+            .await
+            .with_context(|| {
+                format!(
+                    "deleting the customer's rows from {}.{table}",
+                    ch.database()
+                )
+            })?;
     }
     // Mutations run in the background; wait (bounded) until they are done and the rows gone.
     let deadline = Instant::now() + Duration::from_secs(args.wait_secs);
