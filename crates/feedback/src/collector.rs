@@ -378,7 +378,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
         );
     }
     if let Some(svc) = &service {
-        if let Err(resp) = bind_service(s, &mut items, svc) {
+        if let Some(resp) = bind_service(s, &mut items, svc) {
             return resp;
         }
     }
@@ -473,7 +473,8 @@ fn unauthorized(s: &AppState, e: AuthError) -> Response {
 
 /// The key's service is every item's service: filled in where absent; a request with an
 /// item naming another service is refused whole (403), so one service cannot emit as another.
-fn bind_service(s: &AppState, items: &mut [Value], service: &str) -> Result<(), Response> {
+/// Returns the refusal, if any.
+fn bind_service(s: &AppState, items: &mut [Value], service: &str) -> Option<Response> {
     for (i, item) in items.iter_mut().enumerate() {
         let Value::Object(obj) = item else { continue };
         match obj.get("service") {
@@ -486,7 +487,7 @@ fn bind_service(s: &AppState, items: &mut [Value], service: &str) -> Result<(), 
                     .auth_failures
                     .with_label_values(&["wrong_service"])
                     .inc();
-                return Err(error(
+                return Some(error(
                     StatusCode::FORBIDDEN,
                     format!("item {i} names service {named:?}, but this API key belongs to service {service:?}; nothing was accepted. Send each service's events with its own key, or leave `service` out to have it filled in"),
                 ));
@@ -495,7 +496,7 @@ fn bind_service(s: &AppState, items: &mut [Value], service: &str) -> Result<(), 
             Some(_) => {}
         }
     }
-    Ok(())
+    None
 }
 
 /// `customer_ref` must be a pseudonymous id (a customer number, a UUID), never an e-mail
