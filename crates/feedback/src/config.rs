@@ -18,7 +18,8 @@ pub struct Common {
     #[arg(
         long = "kafka-property",
         env = "FEEDBACK_KAFKA_PROPERTIES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub kafka_properties: Vec<String>,
     /// Prefix for every topic name (the names are the contract's otherwise).
@@ -239,4 +240,92 @@ pub fn load_file_into_env() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        common: Common,
+    }
+
+    #[test]
+    fn debug_output_and_kafka_config_never_show_secrets() {
+        let t = T::parse_from([
+            "t",
+            "--clickhouse-password",
+            "ch-secret-1",
+            "--kafka-sasl-username",
+            "feedback",
+            "--kafka-sasl-password",
+            "kafka-secret-2",
+            "--kafka-property",
+            "ssl.key.password=key-secret-3",
+            "--kafka-property",
+            "sasl.jaas.config=jaas-secret-4",
+            "--kafka-property",
+            "linger.ms=7",
+        ]);
+        let kafka = t.common.try_kafka().unwrap();
+        let printed = format!("{:?} {:?}", t.common, kafka);
+        for secret in [
+            "ch-secret-1",
+            "kafka-secret-2",
+            "key-secret-3",
+            "jaas-secret-4",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(
+            printed.contains("linger.ms=7") && printed.contains("\"7\""),
+            "{printed}"
+        );
+        // The password does reach librdkafka.
+        assert!(kafka
+            .extra
+            .contains(&("sasl.password".to_string(), "kafka-secret-2".to_string())));
+        assert!(kafka
+            .extra
+            .contains(&("sasl.mechanism".to_string(), "SCRAM-SHA-512".to_string())));
+    }
+
+    #[test]
+    fn unusable_security_options_say_what_to_do() {
+        let e = T::parse_from(["t", "--kafka-sasl-username", "u"])
+            .common
+            .try_kafka()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has no password") && e.contains("FEEDBACK_KAFKA_SASL_PASSWORD_FILE"),
+            "{e}"
+        );
+        let e = T::parse_from(["t", "--kafka-security-protocol", "tls"])
+            .common
+            .try_kafka()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("use plaintext, ssl, sasl_plaintext or sasl_ssl"),
+            "{e}"
+        );
+        let e = T::parse_from([
+            "t",
+            "--kafka-sasl-username",
+            "u",
+            "--kafka-sasl-password-file",
+            "/nonexistent/pw",
+        ])
+        .common
+        .try_kafka()
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cannot read the Kafka SASL password file /nonexistent/pw"),
+            "{e:#}"
+        );
+    }
 }
