@@ -561,29 +561,47 @@ async fn pipeline_over_sasl_ssl_scram_and_clickhouse_with_a_password() {
     );
 }
 
+/// The rows of the erase tests: customer cust-7 has 2 interactions, 3 ratings and 2 dead
+/// letters (one in the payload, one in the error); cust-8 and cust-70 are not to be touched.
+fn erase_seed(db: &str) -> Vec<String> {
+    vec![
+        format!(
+            "INSERT INTO {db}.interactions (interaction_id, occurred_at, customer_ref, team) VALUES \
+             ('i1', now(), 'cust-7', 'a'), ('i2', now(), 'cust-7', 'b'), ('i3', now(), 'cust-8', 'a'), ('i4', now(), 'cust-70', 'a')"
+        ),
+        format!(
+            "INSERT INTO {db}.ratings (rating_id, occurred_at, metric, score, customer_ref, team) VALUES \
+             ('r1', now(), 'csat', 5, 'cust-7', 'a'), ('r2', now(), 'csat', 1, 'cust-7', 'a'), ('r3', now(), 'nps', 9, 'cust-7', 'b'), \
+             ('r4', now(), 'csat', 4, 'cust-8', 'a'), ('r5', now(), 'csat', 3, 'cust-70', 'a')"
+        ),
+        format!(
+            "INSERT INTO {db}.dead_letters (received_at, component, reason, error, payload) VALUES \
+             (now(), 'sink', 'rejected', 'x', '{{\"customer_ref\":\"cust-7\",\"score\":11}}'), \
+             (now(), 'attributor', 'invalid', 'customer cust-7: bad channel', 'binary'), \
+             (now(), 'sink', 'rejected', 'x', '{{\"customer_ref\":\"cust-70\"}}')"
+        ),
+    ]
+}
+
+/// What is left after erasing cust-7: interaction ids, rating ids, dead letters, and those
+/// mentioning cust-70.
+fn erase_left_sql(db: &str) -> String {
+    format!(
+        "SELECT (SELECT groupArray(interaction_id) FROM (SELECT interaction_id FROM {db}.interactions ORDER BY interaction_id)), \
+                (SELECT groupArray(rating_id) FROM (SELECT rating_id FROM {db}.ratings ORDER BY rating_id)), \
+                (SELECT count() FROM {db}.dead_letters), \
+                (SELECT count() FROM {db}.dead_letters WHERE position(payload, 'cust-70') > 0)"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erase_removes_a_customers_rows_and_records_it() {
     let env = Env::new("erase");
     env.run(&["migrate"]);
     let db = &env.database;
-    ch(&format!(
-        "INSERT INTO {db}.interactions (interaction_id, occurred_at, customer_ref, team) VALUES \
-         ('i1', now(), 'cust-7', 'a'), ('i2', now(), 'cust-7', 'b'), ('i3', now(), 'cust-8', 'a'), ('i4', now(), 'cust-70', 'a')"
-    ))
-    .await;
-    ch(&format!(
-        "INSERT INTO {db}.ratings (rating_id, occurred_at, metric, score, customer_ref, team) VALUES \
-         ('r1', now(), 'csat', 5, 'cust-7', 'a'), ('r2', now(), 'csat', 1, 'cust-7', 'a'), ('r3', now(), 'nps', 9, 'cust-7', 'b'), \
-         ('r4', now(), 'csat', 4, 'cust-8', 'a'), ('r5', now(), 'csat', 3, 'cust-70', 'a')"
-    ))
-    .await;
-    ch(&format!(
-        "INSERT INTO {db}.dead_letters (received_at, component, reason, error, payload) VALUES \
-         (now(), 'sink', 'rejected', 'x', '{{\"customer_ref\":\"cust-7\",\"score\":11}}'), \
-         (now(), 'attributor', 'invalid', 'customer cust-7: bad channel', 'binary'), \
-         (now(), 'sink', 'rejected', 'x', '{{\"customer_ref\":\"cust-70\"}}')"
-    ))
-    .await;
+    for st in erase_seed(db) {
+        ch(&st).await;
+    }
     let csat_a = format!("SELECT responses FROM {db}.team_metrics WHERE grain = 'total' AND team = 'a' AND metric = 'csat' FORMAT TSV");
     assert_eq!(ch(&csat_a).await, "4\n");
 
@@ -600,13 +618,7 @@ async fn erase_removes_a_customers_rows_and_records_it() {
         out,
         format!("erased customer_ref \"cust-7\" from {db}: interactions 2, ratings 3, dead_letters 2\nrecorded in {db}.erasures\n")
     );
-    let left = ch(&format!(
-        "SELECT (SELECT groupArray(interaction_id) FROM (SELECT interaction_id FROM {db}.interactions ORDER BY interaction_id)), \
-                (SELECT groupArray(rating_id) FROM (SELECT rating_id FROM {db}.ratings ORDER BY rating_id)), \
-                (SELECT count() FROM {db}.dead_letters), \
-                (SELECT count() FROM {db}.dead_letters WHERE position(payload, 'cust-70') > 0) FORMAT TSV"
-    ))
-    .await;
+    let left = ch(&format!("{} FORMAT TSV", erase_left_sql(db))).await;
     assert_eq!(left, "['i3','i4']\t['r4','r5']\t1\t1\n");
     // The aggregates are views over the raw rows: they no longer count the customer.
     assert_eq!(ch(&csat_a).await, "2\n");
@@ -635,5 +647,88 @@ async fn erase_removes_a_customers_rows_and_records_it() {
     assert_eq!(
         ch(&format!("SELECT count() FROM {db}.erasures FORMAT TSV")).await,
         "2\n"
+    );
+}
+
+/// The statements `feedback erase` runs, on current ClickHouse (chDB), with the same rows.
+#[test]
+fn erase_statements_work_on_current_clickhouse() {
+    let env = Env::new("erasechdb");
+    let db = &env.database;
+    let chdb = |job: &Value| -> Value {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .arg(repo_root().join("tests/clickhouse_versions.py"))
+            .arg(if job.is_null() { "version" } else { "run" })
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(job.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "chDB: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        serde_json::from_str(&text).unwrap_or(Value::String(text.trim().to_string()))
+    };
+    let version = chdb(&Value::Null);
+    let version = version.as_str().unwrap();
+    let schema: Vec<String> =
+        serde_json::from_str(&env.run(&["migrate", "--print-plan", version])).unwrap();
+    let erase: Value =
+        serde_json::from_str(&env.run(&["erase", "--customer-ref", "cust-7", "--print-sql"]))
+            .unwrap();
+    let mut statements = schema;
+    statements.extend(erase_seed(db));
+    let counts: Vec<Value> = erase["count"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| json!([c[0], c[1]]))
+        .collect();
+    let before = chdb(&json!({"statements": statements, "queries": counts}));
+    assert_eq!(
+        (
+            &before["results"]["interactions"],
+            &before["results"]["ratings"],
+            &before["results"]["dead_letters"]
+        ),
+        (&json!("2\n"), &json!("3\n"), &json!("2\n")),
+        "chDB {version}: {before}"
+    );
+    // Synchronous mutations (a current-ClickHouse setting) so the queries see the result.
+    for d in erase["delete"].as_array().unwrap() {
+        statements.push(format!(
+            "{} SETTINGS mutations_sync = 2",
+            d.as_str().unwrap()
+        ));
+    }
+    let mut queries = counts;
+    queries.push(json!(["left", erase_left_sql(db)]));
+    let after = chdb(&json!({"statements": statements, "queries": queries}));
+    let r = &after["results"];
+    assert_eq!(
+        (
+            &r["interactions"],
+            &r["ratings"],
+            &r["dead_letters"],
+            &r["left"]
+        ),
+        (
+            &json!("0\n"),
+            &json!("0\n"),
+            &json!("0\n"),
+            &json!("['i3','i4']\t['r4','r5']\t1\t1\n")
+        ),
+        "chDB {version}: {after}"
     );
 }

@@ -31,6 +31,11 @@ pub struct Args {
     /// Longest wait for ClickHouse to finish the deletions, in seconds.
     #[arg(long, default_value_t = 300)]
     pub wait_secs: u64,
+    /// Do not connect: print, as JSON, the statements that count and delete the customer's
+    /// rows (`{"count": [[table, sql], ...], "delete": [sql, ...]}`), for a server reached
+    /// another way (the tests run them on current ClickHouse with chDB).
+    #[arg(long)]
+    pub print_sql: bool,
 }
 
 /// Each table, and the condition selecting the customer's rows. `?` is the customer_ref,
@@ -73,8 +78,58 @@ fn bind_ref(ch: &Ch, sql: &str, customer_ref: &str) -> clickhouse::query::Query 
     q
 }
 
+/// A ClickHouse string literal, escaped as the client library escapes bound values.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `sql` with `?` and `?re` replaced by the quoted customer_ref and pattern.
+fn inline(sql: &str, customer_ref: &str) -> String {
+    sql.replace("?re", &literal(&mention(customer_ref)))
+        .replace("= ?", &format!("= {}", literal(customer_ref)))
+}
+
+/// The statements of `--print-sql`.
+fn plan(db: &str, customer_ref: &str) -> serde_json::Value {
+    let count: Vec<(&str, String)> = TARGETS
+        .iter()
+        .map(|(t, c)| {
+            (
+                *t,
+                inline(
+                    &render(&format!("SELECT count() FROM {{db}}.{t} WHERE {c}"), db),
+                    customer_ref,
+                ),
+            )
+        })
+        .collect();
+    let delete: Vec<String> = TARGETS
+        .iter()
+        .map(|(t, c)| {
+            inline(
+                &render(&format!("ALTER TABLE {{db}}.{t} DELETE WHERE {c}"), db),
+                customer_ref,
+            )
+        })
+        .collect();
+    serde_json::json!({ "count": count, "delete": delete })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn printed_statements_quote_the_ref() {
+        let p = super::plan("db", "o'k");
+        assert_eq!(
+            p["delete"][1],
+            "ALTER TABLE db.ratings DELETE WHERE customer_ref = 'o\\'k'"
+        );
+        assert_eq!(
+            p["count"][0][1],
+            "SELECT count() FROM db.interactions WHERE customer_ref = 'o\\'k'"
+        );
+    }
+
     #[test]
     fn mention_pattern_escapes_and_bounds() {
         assert_eq!(
@@ -119,6 +174,13 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         !customer_ref.is_empty(),
         "--customer-ref is empty; give the customer_ref whose rows are to be removed"
     );
+    if args.print_sql {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan(&args.common.clickhouse_database, &customer_ref))?
+        );
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     let ch = args.common.clickhouse()?;
     let mut before = Vec::new();
     for (table, cond) in TARGETS {
