@@ -732,3 +732,87 @@ fn erase_statements_work_on_current_clickhouse() {
         "chDB {version}: {after}"
     );
 }
+
+/// A load generator emitting as many services sends each event with its own service's key
+/// (`FEEDBACK_API_KEY=service=key,...`), and the keyed collector accepts all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_with_per_service_keys_is_accepted_by_a_keyed_collector() {
+    let mut env = Env::new("lgkeys");
+    env.run(&["topics", "--partitions", "2"]);
+    // Every service the workload of seed 7 emits as (its first 20,000 items cover far more
+    // than the run below generates).
+    let mut w = feedback_workload::Workload::new(7, "x", feedback_workload::Mix::default());
+    let mut services = std::collections::BTreeSet::new();
+    for g in w
+        .generate(20_000, chrono::Utc::now().timestamp_millis())
+        .into_iter()
+        .chain(w.drain())
+    {
+        services.insert(match g.item {
+            feedback_workload::Item::Interaction(i) => i.service,
+            feedback_workload::Item::Rating(r) => r.service,
+        });
+    }
+    assert!(services.len() >= 5, "{services:?}");
+    let mut lines = String::new();
+    let mut client_keys = Vec::new();
+    for s in &services {
+        let (key, line) = keygen(&env, s);
+        lines.push_str(&line);
+        lines.push('\n');
+        client_keys.push(format!("{s}={key}"));
+    }
+    let keys = std::env::temp_dir().join(format!("{}.keys", unique("lgkeys")));
+    std::fs::write(&keys, lines).unwrap();
+    env.spawn_with(
+        &["collector"],
+        &[("FEEDBACK_COLLECTOR_API_KEYS", keys.to_str().unwrap())],
+    );
+    wait_healthy(&mut env).await;
+    let base = env.collector_url();
+    let out = env
+        .cmd(&[
+            "loadgen",
+            "--collector-url",
+            &base,
+            "--seed",
+            "7",
+            "--rate",
+            "400",
+            "--duration-secs",
+            "2",
+            "--quiet",
+        ])
+        .env("FEEDBACK_API_KEY", client_keys.join(","))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accepted: i64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(stdout.contains(" events accepted, 0 failed"), "{stdout}");
+    assert!(accepted >= 800, "{stdout}");
+    assert_eq!(
+        env.topic_messages(&env.topic("interactions")) + env.topic_messages(&env.topic("ratings")),
+        accepted
+    );
+    let m = metrics(&base).await;
+    for reason in ["missing", "malformed", "unknown", "wrong_service"] {
+        assert_eq!(
+            sample(
+                &m,
+                &format!("feedback_collector_auth_failures_total{{reason=\"{reason}\"}}")
+            ),
+            0.0,
+            "{reason}"
+        );
+    }
+    let _ = std::fs::remove_file(keys);
+}

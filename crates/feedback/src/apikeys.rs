@@ -180,18 +180,72 @@ impl ApiKeys {
     }
 }
 
-/// Default headers of a collector client: `Authorization: Bearer <key>` when a key is
-/// given (marked sensitive, so HTTP-level debugging does not print it).
-pub fn client_headers(key: Option<&str>) -> anyhow::Result<reqwest::header::HeaderMap> {
-    let mut h = reqwest::header::HeaderMap::new();
-    if let Some(key) = key.map(str::trim).filter(|k| !k.is_empty()) {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-            anyhow::anyhow!("the API key (--api-key / FEEDBACK_API_KEY) contains characters not allowed in an HTTP header; copy it again from `feedback collector keygen`")
-        })?;
-        v.set_sensitive(true);
-        h.insert(reqwest::header::AUTHORIZATION, v);
+/// The keys a collector client sends (`--api-key` / `FEEDBACK_API_KEY`): one key for every
+/// request, or `service=key,service=key,...` so that each event goes with its own service's
+/// key (a load generator emitting as several services). Never printed.
+#[derive(Clone, Default)]
+pub struct ClientKeys {
+    single: Option<reqwest::header::HeaderValue>,
+    by_service: std::collections::BTreeMap<String, reqwest::header::HeaderValue>,
+}
+
+impl std::fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ClientKeys(single: {}, services: {:?})",
+            self.single.is_some(),
+            self.by_service.keys().collect::<Vec<_>>()
+        )
     }
-    Ok(h)
+}
+
+fn bearer(key: &str) -> anyhow::Result<reqwest::header::HeaderValue> {
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", key.trim())).map_err(|_| {
+        anyhow::anyhow!("an API key (--api-key / FEEDBACK_API_KEY) contains characters not allowed in an HTTP header; copy it again from `feedback collector keygen`")
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl ClientKeys {
+    pub fn parse(spec: Option<&str>) -> anyhow::Result<Self> {
+        let mut keys = ClientKeys::default();
+        let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(keys);
+        };
+        if !spec.contains('=') {
+            keys.single = Some(bearer(spec)?);
+            return Ok(keys);
+        }
+        for (n, part) in spec
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .enumerate()
+        {
+            let Some((service, key)) = part.split_once('=') else {
+                bail!("--api-key / FEEDBACK_API_KEY entry {} is not `service=key`; give one key, or `service=key` pairs separated by commas", n + 1);
+            };
+            keys.by_service
+                .insert(service.trim().to_string(), bearer(key)?);
+        }
+        Ok(keys)
+    }
+
+    /// The Authorization header for an event of `service`: its own key when keys are per
+    /// service (none if that service has no key), else the single key.
+    pub fn header(&self, service: &str) -> Option<&reqwest::header::HeaderValue> {
+        if self.by_service.is_empty() {
+            self.single.as_ref()
+        } else {
+            self.by_service.get(service)
+        }
+    }
+
+    pub fn per_service(&self) -> bool {
+        !self.by_service.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +304,20 @@ mod tests {
         assert!(e.contains("64 hex digits"), "{e}");
         assert!(ApiKeys::parse("# none\n", "k").is_err());
         assert!(generate("bad name").is_err());
+    }
+
+    #[test]
+    fn client_keys_single_or_per_service() {
+        let one = ClientKeys::parse(Some("fbk_1")).unwrap();
+        assert_eq!(one.header("anything").unwrap(), "Bearer fbk_1");
+        assert!(!one.per_service());
+        let many = ClientKeys::parse(Some("survey=fbk_2, checkout-api=fbk_3")).unwrap();
+        assert_eq!(many.header("survey").unwrap(), "Bearer fbk_2");
+        assert_eq!(many.header("checkout-api").unwrap(), "Bearer fbk_3");
+        assert!(many.header("billing").is_none());
+        assert!(!format!("{many:?}").contains("fbk_"));
+        assert!(ClientKeys::parse(None).unwrap().header("x").is_none());
+        assert!(ClientKeys::parse(Some("a=fbk_1,oops")).is_err());
     }
 
     #[test]
