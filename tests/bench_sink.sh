@@ -49,6 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+export FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS=1  # benchmark collector: no API keys
 "$FB" collector >"$OUT/collector.log" 2>&1 & pids+=("$!")
 "$FB" attributor >"$OUT/attributor.log" 2>&1 & pids+=("$!")
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$COLLECTOR_PORT/healthz" >/dev/null && break; sleep 0.2; done

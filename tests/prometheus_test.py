@@ -119,7 +119,8 @@ def main():
                FEEDBACK_CLICKHOUSE_DATABASE=tag, FEEDBACK_TOPIC_PREFIX=f"{tag}.",
                FEEDBACK_COLLECTOR_LISTEN=ADDR["collector"], FEEDBACK_ATTRIBUTOR_METRICS_LISTEN=ADDR["attributor"],
                FEEDBACK_SINK_METRICS_LISTEN=ADDR["sink"], FEEDBACK_BOARD_LISTEN=ADDR["board"],
-               FEEDBACK_ATTRIBUTOR_GROUP=f"{tag}.attributor", FEEDBACK_SINK_GROUP=f"{tag}.sink", FEEDBACK_LOG="warn")
+               FEEDBACK_ATTRIBUTOR_GROUP=f"{tag}.attributor", FEEDBACK_SINK_GROUP=f"{tag}.sink", FEEDBACK_LOG="warn",
+               FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS="1")
     for args in (["topics", "--partitions", "2"], ["migrate"]):
         r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True)
         if r.returncode:

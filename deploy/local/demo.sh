@@ -30,6 +30,9 @@ cleanup() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT INT TERM
+# The local demo's collector takes requests without API keys (a warning in its log); with
+# keys: `feedback collector keygen --service <name>`, FEEDBACK_COLLECTOR_API_KEYS, FEEDBACK_API_KEY.
+export FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS="${FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS:-1}"
 for c in collector attributor sink; do
   "$FB" "$c" >"$RUN/$c.log" 2>&1 &
   pids+=("$!")

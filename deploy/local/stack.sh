@@ -13,7 +13,8 @@
 #
 # Environment: FEEDBACK_LOCAL_DIR (data folder, default <repo>/.local),
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_HTTP_PORT (8123),
-# CLICKHOUSE_TCP_PORT (9000), START_TIMEOUT_SECS (120).
+# CLICKHOUSE_TCP_PORT (9000), START_TIMEOUT_SECS (120), KAFKA_SASL_PORT (9094: a second
+# Kafka listener, SASL_SSL with SCRAM-SHA-512, see "Kafka over TLS with SCRAM" below).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,7 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 CH_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 CH_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+SASL_PORT="${KAFKA_SASL_PORT:-9094}"
 START_TIMEOUT_SECS="${START_TIMEOUT_SECS:-120}"
 KAFKA_LIBS="${FEEDBACK_KAFKA_LIBS:-$LOCAL/kafka/libs}"
 KAFKA_DIR="$LOCAL/kafka"
@@ -41,6 +43,8 @@ install() {
   [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server)
   command -v clickhouse-client >/dev/null || need_apt+=(clickhouse-client)
   command -v curl >/dev/null || need_apt+=(curl)
+  command -v openssl >/dev/null || need_apt+=(openssl)
+  dpkg -s libssl-dev >/dev/null 2>&1 || need_apt+=(libssl-dev pkg-config)  # librdkafka with TLS/SASL
   python3 -c 'import fastavro' 2>/dev/null || PIP_NEEDED=1
   python3 -c 'import chdb' 2>/dev/null || CHDB_NEEDED=1
   if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -67,7 +71,51 @@ install() {
 
 render() { # template dest
   sed -e "s#@DATA@#$3#g" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
-      -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" "$1" > "$2"
+      -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" \
+      -e "s#@SASL_PORT@#$SASL_PORT#g" -e "s#@TLS_STORE_PASSWORD@#$(secret tls-store)#g" \
+      -e "s#@CH_PASSWORD_SHA256@#$(secret clickhouse-feedback | tr -d '\n' | sha256sum | cut -d' ' -f1)#g" \
+      "$1" > "$2"
+}
+
+# --- Kafka over TLS with SCRAM, ClickHouse with a password (issue 8) ----------------------
+# Generated once under $LOCAL/secrets (mode 600) and $KAFKA_DIR/tls, never committed:
+#   secrets/kafka-scram-feedback.password  SCRAM-SHA-512 password of Kafka user `feedback`
+#   secrets/clickhouse-feedback.password   password of ClickHouse user `feedback`
+#   kafka/tls/ca.pem                       the local CA clients trust (ssl.ca.location)
+secret() { # name: prints the secret, generating it on first use
+  local f="$LOCAL/secrets/$1.password"
+  if [ ! -s "$f" ]; then
+    mkdir -p "$LOCAL/secrets"; chmod 700 "$LOCAL/secrets"
+    (umask 077; openssl rand -hex 24 > "$f")
+  fi
+  cat "$f"
+}
+
+ensure_tls() { # self-signed CA and a broker certificate for 127.0.0.1/localhost, as PKCS12
+  local d="$KAFKA_DIR/tls"
+  [ -s "$d/broker.p12" ] && [ -s "$d/ca.pem" ] && return 0
+  command -v openssl >/dev/null || die "openssl is needed to make the local Kafka TLS certificates (apt-get install openssl)"
+  log "generating a local CA and a broker certificate under $d"
+  mkdir -p "$d"; chmod 700 "$d"
+  (umask 077; cd "$d" &&
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=feedback-pipeline local CA" >/dev/null 2>&1 &&
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost" >/dev/null 2>&1 &&
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > broker.ext &&
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem \
+      -days 3650 -extfile broker.ext >/dev/null 2>&1 &&
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -out broker.p12 -passout "pass:$(secret tls-store)") \
+    || die "could not generate the Kafka TLS certificates under $d"
+  chmod 644 "$d/ca.pem"
+}
+
+ensure_scram_user() { # idempotent: (re)sets user `feedback`'s SCRAM-SHA-512 credential
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter \
+    --add-config "SCRAM-SHA-512=[iterations=8192,password=$(secret kafka-scram-feedback)]" \
+    --entity-type users --entity-name feedback >"$KAFKA_DIR/logs/scram.log" 2>&1 \
+    || die "could not create the Kafka SCRAM user; see $KAFKA_DIR/logs/scram.log"
+  log "kafka SASL_SSL (SCRAM-SHA-512, user feedback) on 127.0.0.1:$SASL_PORT"
 }
 
 check_port_free() { # port what
@@ -86,7 +134,9 @@ start_kafka() {
   if pid_alive "$KAFKA_DIR/pid"; then log "kafka already running (pid $(cat "$KAFKA_DIR/pid"))"; return; fi
   check_port_free "$KAFKA_PORT" "the Kafka broker"
   check_port_free "$CONTROLLER_PORT" "the Kafka KRaft controller"
+  check_port_free "$SASL_PORT" "the Kafka SASL_SSL listener (KAFKA_SASL_PORT)"
   mkdir -p "$KAFKA_DIR/data" "$KAFKA_DIR/logs"
+  ensure_tls
   render "$HERE/kafka/server.properties" "$KAFKA_DIR/server.properties" "$KAFKA_DIR"
   cp "$HERE/kafka/log4j2.properties" "$KAFKA_DIR/log4j2.properties"
   if [ ! -f "$KAFKA_DIR/data/meta.properties" ]; then
@@ -108,7 +158,7 @@ start_clickhouse() {
   check_port_free "$CH_TCP_PORT" "ClickHouse native TCP"
   mkdir -p "$CH_DIR"/{data,tmp,log,user_files,format_schemas}
   render "$HERE/clickhouse/config.xml" "$CH_DIR/config.xml" "$CH_DIR"
-  cp "$HERE/clickhouse/users.xml" "$CH_DIR/users.xml"
+  render "$HERE/clickhouse/users.xml" "$CH_DIR/users.xml" "$CH_DIR"
   log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT"
   # exec: the recorded pid is the server itself, so stop can end exactly it.
   (cd "$CH_DIR" || exit 1; exec nohup /usr/sbin/clickhouse-server --config-file="$CH_DIR/config.xml" \
@@ -126,7 +176,7 @@ wait_ready() {
   local deadline=$((SECONDS + START_TIMEOUT_SECS)) k=0 c=0
   while [ $SECONDS -lt $deadline ]; do
     [ $c = 1 ] || { clickhouse_ready && c=1 && log "clickhouse answers"; } || true
-    [ $k = 1 ] || { port_open "$KAFKA_PORT" && kafka_ready && k=1 && log "kafka answers"; } || true
+    [ $k = 1 ] || { port_open "$KAFKA_PORT" && kafka_ready && k=1 && log "kafka answers" && ensure_scram_user; } || true
     [ $k = 1 ] && [ $c = 1 ] && return 0
     pid_alive "$KAFKA_DIR/pid" || die "kafka exited during start; see $KAFKA_DIR/logs/server.log and stdout.log"
     pid_alive "$CH_DIR/pid" || die "clickhouse exited during start; see $CH_DIR/log/clickhouse-server.err.log"

@@ -182,6 +182,7 @@ pub fn doc_examples(db: &str) -> Vec<String> {
 fn queries(db: &str) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = vec![
         ("versions".into(), format!("SELECT version FROM {db}.schema_migrations ORDER BY version")),
+        ("erasures".into(), format!("SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'erasures' ORDER BY name")),
         ("team_metrics".into(), format!("SELECT team, metric, grain, toUInt32(if(grain IN ('last_1h', 'total'), toDateTime(0), bucket)) AS b, responses, positive, negative, score_sum, value FROM {db}.team_metrics ORDER BY team, metric, grain, b")),
         ("team_metrics_window".into(), format!("SELECT team, metric, window, responses, positive, negative, score_sum, value FROM {db}.team_metrics_window ORDER BY team, metric, window")),
         ("team_breakdown".into(), format!("SELECT team, metric, dimension, dim_value, window, responses, positive, negative, score_sum, value FROM {db}.team_breakdown ORDER BY team, metric, dimension, dim_value, window")),
@@ -248,7 +249,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     let db = env.database.clone();
     let first = env.run(&["migrate"]);
     assert!(
-        first.contains("applied migrations [1, 2, 3, 4, 5]"),
+        first.contains("applied migrations [1, 2, 3, 4, 5, 6]"),
         "{first}"
     );
     let second = env.run(&["migrate"]);
@@ -259,7 +260,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
         on_server(s).await;
     }
     let qs = queries(&db);
-    assert_eq!(qs.len(), 7 + 10, "ten examples in docs/data-model.md");
+    assert_eq!(qs.len(), 8 + 10, "ten examples in docs/data-model.md");
     let mut server = BTreeMap::new();
     for (name, sql) in &qs {
         server.insert(name.clone(), on_server(sql).await);
@@ -284,7 +285,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
             );
         }
     }
-    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n");
+    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n");
 
     // Exact values, computed from the seeded rows.
     let mut want_windows = String::new();
@@ -343,7 +344,7 @@ async fn migrate_upgrades_a_database_at_version_2() {
     }
     on_server(&format!("INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES ('old', now(), 0, 'csat', 5, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 'src', 0, 1, 0)")).await;
     let out = env.run(&["migrate"]);
-    assert!(out.contains("applied migrations [3, 4, 5]"), "{out}");
+    assert!(out.contains("applied migrations [3, 4, 5, 6]"), "{out}");
     assert_eq!(
         on_server(&format!(
             "SELECT rating_id, kafka_topic, kafka_partition, kafka_offset FROM {db}.ratings"

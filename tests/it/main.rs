@@ -3,6 +3,7 @@
 //! FEEDBACK_TEST_CLICKHOUSE_URL). Every test uses fresh topic names and a fresh database.
 //! One test binary, several modules: faster to build than many.
 
+mod access;
 mod attributor;
 mod avro_interop;
 mod board;

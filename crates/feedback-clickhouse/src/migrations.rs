@@ -307,6 +307,23 @@ pub const MIGRATIONS: &[Migration] = &[
         ],
         steps: &[],
     },
+    Migration {
+        version: 6,
+        name: "erasures: a record of every customer's rows removed by `feedback erase`",
+        // Deleting happens with ALTER TABLE ... DELETE (mutations; 18.16 and current);
+        // this table only records that it was done, what was removed and why.
+        statements: &["CREATE TABLE IF NOT EXISTS {db}.erasures (
+                erased_at DateTime,
+                customer_ref String,
+                reason String,
+                requested_by String,
+                interactions UInt64,
+                ratings UInt64,
+                dead_letters UInt64,
+                complete UInt8
+            ) ENGINE = MergeTree() ORDER BY (erased_at, customer_ref)"],
+        steps: &[],
+    },
 ];
 
 const fn add_column(table: &'static str, column: &'static str, sql: &'static str) -> Step {

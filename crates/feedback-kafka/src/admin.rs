@@ -17,6 +17,7 @@ pub async fn ensure_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<Vec<String>, String> {
+    kafka.check_credentials(Duration::from_secs(15))?;
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
         format!(
             "cannot create Kafka admin client for {}: {e}",

@@ -5,6 +5,8 @@
 //! - [`KafkaConfig`] and [`Topics`]: connection settings and topic names shared by every
 //!   component.
 //! - [`admin`]: topic creation.
+//! - Personal data: rating comments are redacted ([`redact_rating`]) before they are
+//!   encoded for Kafka; [`KafkaConfig`]'s `Debug` never shows passwords.
 //!
 //! Architecture invariant: outside the `feedback` binary, only this crate touches rdkafka.
 
@@ -61,8 +63,9 @@ impl Topics {
     }
 }
 
-/// Connection settings common to every client.
-#[derive(Debug, Clone)]
+/// Connection settings common to every client. Its `Debug` output masks secrets
+/// (see [`is_secret_property`]), so it can be logged.
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
     pub brokers: String,
@@ -75,6 +78,129 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: DEFAULT_BROKERS.to_string(),
             extra: Vec::new(),
+        }
+    }
+}
+
+/// Whether the librdkafka property `key` holds a secret (passwords, keys, JAAS and OAuth
+/// configuration): such values are never printed.
+pub fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("jaas")
+        || k.ends_with(".pem")
+        || k == "sasl.oauthbearer.config"
+        || k == "ssl.key.pem"
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("extra", &extra)
+            .finish()
+    }
+}
+
+/// A client context that keeps the last error librdkafka reported for the connection
+/// (authentication, TLS, unreachable broker), which otherwise only shows as a timeout.
+#[derive(Clone, Default)]
+pub struct ErrorCapture(std::sync::Arc<std::sync::Mutex<Option<(KafkaError, String)>>>);
+
+impl rdkafka::ClientContext for ErrorCapture {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "kafka client error");
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((error, reason.to_string()));
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ErrorCapture {}
+
+impl ErrorCapture {
+    pub fn last(&self) -> Option<(KafkaError, String)> {
+        self.0.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl KafkaConfig {
+    /// Whether TLS or SASL is configured (`security.protocol` other than plaintext).
+    pub fn is_secured(&self) -> bool {
+        self.extra
+            .iter()
+            .any(|(k, v)| k == "security.protocol" && !v.eq_ignore_ascii_case("plaintext"))
+    }
+
+    /// The configured user and mechanism, for messages (never the password).
+    fn identity(&self) -> String {
+        let get = |key: &str| {
+            self.extra
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        format!(
+            "security.protocol={}, sasl.mechanism={}, user {:?}",
+            get("security.protocol").unwrap_or("plaintext"),
+            get("sasl.mechanism").unwrap_or("-"),
+            get("sasl.username").unwrap_or("-")
+        )
+    }
+
+    /// When TLS or SASL is configured: connects once and fails with a clear message if the
+    /// broker refuses the credentials or the TLS handshake (instead of every later request
+    /// timing out). An unreachable broker is not an error here (clients retry it later).
+    /// Messages name the user and mechanism, never the password.
+    pub fn check_credentials(&self, timeout: Duration) -> Result<(), String> {
+        use rdkafka::consumer::BaseConsumer;
+        if !self.is_secured() {
+            return Ok(());
+        }
+        let ctx = ErrorCapture::default();
+        let c: BaseConsumer<ErrorCapture> =
+            self.client_config()
+                .create_with_context(ctx.clone())
+                .map_err(|e| format!("cannot create a Kafka client for {}: {e}", self.brokers))?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let step = Duration::from_millis(500);
+            let ok = c.fetch_metadata(None, step).is_ok();
+            // Serves the error callbacks (they arrive on the main queue).
+            let _ = c.poll(Duration::from_millis(100));
+            if let Some((e, reason)) = ctx.last() {
+                let auth = matches!(
+                    e.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::Authentication)
+                        | Some(rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed)
+                        | Some(rdkafka::types::RDKafkaErrorCode::SSL)
+                ) || reason.contains("SASL")
+                    || reason.contains("SSL");
+                if auth {
+                    return Err(format!(
+                        "Kafka at {} refused the connection ({}): {reason}. Check the SASL user and password (FEEDBACK_KAFKA_SASL_USERNAME, FEEDBACK_KAFKA_SASL_PASSWORD_FILE), the mechanism, and the CA file (FEEDBACK_KAFKA_SSL_CA_LOCATION)",
+                        self.brokers,
+                        self.identity()
+                    ));
+                }
+            }
+            if ok || std::time::Instant::now() >= deadline {
+                return Ok(());
+            }
         }
     }
 }
@@ -229,12 +355,15 @@ impl FeedbackProducer {
     }
 
     /// Sends ratings (key: `interaction_id`, else `rating_id`) and waits for every acknowledgement.
+    ///
+    /// Comments are redacted first ([`redact_rating`]): e-mail addresses, phone numbers,
+    /// card numbers and IBANs never reach Kafka, whoever calls this.
     pub async fn send_ratings(&self, items: &[Rating]) -> Result<Vec<Ack>, ProduceError> {
         self.send_all(
             &self.topics.ratings,
             items
                 .iter()
-                .map(|r| (r.rating_id.as_str(), r.key(), r.encode())),
+                .map(|r| (r.rating_id.as_str(), r.key(), encode_redacted(r))),
         )
         .await
     }
@@ -242,6 +371,31 @@ impl FeedbackProducer {
     /// Waits until everything queued is delivered (for shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
         self.producer.flush(timeout)
+    }
+}
+
+/// Replaces personal data in the rating's comment with typed placeholders
+/// ([`feedback_redact::redact`]) and returns what was replaced. Idempotent.
+pub fn redact_rating(r: &mut Rating) -> feedback_redact::Counts {
+    match r.comment.as_deref().map(feedback_redact::redact) {
+        Some((std::borrow::Cow::Owned(clean), counts)) => {
+            r.comment = Some(clean);
+            counts
+        }
+        _ => feedback_redact::Counts::default(),
+    }
+}
+
+/// The Avro encoding of `r` with its comment redacted (the only way ratings are encoded
+/// for Kafka by this library).
+fn encode_redacted(r: &Rating) -> Vec<u8> {
+    match r.comment.as_deref().map(feedback_redact::redact) {
+        Some((std::borrow::Cow::Owned(clean), _)) => {
+            let mut copy = r.clone();
+            copy.comment = Some(clean);
+            copy.encode()
+        }
+        _ => r.encode(),
     }
 }
 

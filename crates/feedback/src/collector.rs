@@ -17,6 +17,7 @@ use feedback_kafka::FeedbackProducer;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::{json, Value};
 
+use crate::apikeys::{ApiKeys, AuthError};
 use crate::config::Common;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -50,12 +51,40 @@ pub struct Args {
         default_value_t = 300
     )]
     pub max_future_secs: i64,
+    /// File of API keys (`<service> sha256:<hash>` per line, made by `feedback collector
+    /// keygen`). Requests must send `Authorization: Bearer <key>`; an event's `service` is
+    /// its key's service (filled in when absent, 403 when it names another).
+    #[arg(long, env = "FEEDBACK_COLLECTOR_API_KEYS")]
+    pub api_keys: Option<std::path::PathBuf>,
+    /// Accept requests without API keys (local development only; logged as a warning).
+    /// Without it and without --api-keys the collector refuses to start.
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub allow_anonymous: bool,
+    #[command(subcommand)]
+    pub command: Option<CollectorCommand>,
+}
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum CollectorCommand {
+    /// Make a new API key for a service: prints the key once (give it to the service) and
+    /// the line to add to the collector's --api-keys file (which stores only its hash).
+    Keygen {
+        /// The producing service the key belongs to, e.g. checkout.
+        #[arg(long)]
+        service: String,
+    },
 }
 
 struct Metrics {
     requests: IntCounterVec,
     events: IntCounterVec,
     produce: HistogramVec,
+    auth_failures: IntCounterVec,
+    redactions: IntCounterVec,
 }
 
 impl Metrics {
@@ -87,16 +116,42 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(produce.clone()))?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "feedback_collector_auth_failures_total",
+                "Requests refused by API key: missing, malformed, unknown (401) or wrong_service (403)",
+            ),
+            &["reason"],
+        )?;
+        let redactions = IntCounterVec::new(
+            Opts::new(
+                "feedback_collector_redactions_total",
+                "Personal data replaced in comments before Kafka, by type (email, phone, card, iban)",
+            ),
+            &["type"],
+        )?;
+        for r in ["missing", "malformed", "unknown", "wrong_service"] {
+            auth_failures.with_label_values(&[r]);
+        }
+        for t in ["email", "phone", "card", "iban"] {
+            redactions.with_label_values(&[t]);
+        }
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(redactions.clone()))?;
         Ok(Metrics {
             requests,
             events,
             produce,
+            auth_failures,
+            redactions,
         })
     }
 }
 
 struct AppState {
     producer: FeedbackProducer,
+    /// None: anonymous (local development).
+    keys: Option<ApiKeys>,
     limits: Limits,
     max_body_bytes: usize,
     max_batch_items: usize,
@@ -241,6 +296,15 @@ fn validate_all<T>(
 }
 
 async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Response {
+    let service = match &s.keys {
+        None => None,
+        Some(keys) => {
+            match keys.authenticate(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+                Ok(svc) => Some(svc.to_string()),
+                Err(e) => return unauthorized(s, e),
+            }
+        }
+    };
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -287,7 +351,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             )
         }
     };
-    let items: Vec<Value> = match value {
+    let mut items: Vec<Value> = match value {
         Value::Array(a) => a,
         obj @ Value::Object(_) => vec![obj],
         other => {
@@ -313,6 +377,11 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             ),
         );
     }
+    if let Some(svc) = &service {
+        if let Some(resp) = bind_service(s, &mut items, svc) {
+            return resp;
+        }
+    }
     let now = chrono::Utc::now().timestamp_millis();
     let n = items.len();
     let rejected = |errors| {
@@ -325,7 +394,9 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
     let started = Instant::now();
     let (result, ids) = match kind {
         Kind::Interactions => {
-            match validate_all(&items, |v, i| json::interaction(v, i, &s.limits, now)) {
+            match validate_all(&items, |v, i| json::interaction(v, i, &s.limits, now))
+                .and_then(|ok| pseudonymous(ok, |x| &x.customer_ref))
+            {
                 Err(errors) => return rejected(errors),
                 Ok(ok) => (
                     s.producer.send_interactions(&ok).await,
@@ -333,10 +404,26 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
                 ),
             }
         }
-        Kind::Ratings => match validate_all(&items, |v, i| json::rating(v, i, &s.limits, now)) {
+        Kind::Ratings => match validate_all(&items, |v, i| json::rating(v, i, &s.limits, now))
+            .and_then(|ok| pseudonymous(ok, |x| &x.customer_ref))
+        {
             Err(errors) => return rejected(errors),
-            Ok(ok) => (
-                s.producer.send_ratings(&ok).await,
+            Ok(mut ok) => (
+                {
+                    // Redacted here to count by type; the producer library redacts again
+                    // (a no-op on placeholders) so no caller can skip it.
+                    for r in &mut ok {
+                        for (t, c) in feedback_kafka::redact_rating(r).by_type() {
+                            if c > 0 {
+                                s.metrics
+                                    .redactions
+                                    .with_label_values(&[t])
+                                    .inc_by(c.into());
+                            }
+                        }
+                    }
+                    s.producer.send_ratings(&ok).await
+                },
                 ok.into_iter().map(|x| x.rating_id).collect(),
             ),
         },
@@ -371,13 +458,117 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
     }
 }
 
+fn unauthorized(s: &AppState, e: AuthError) -> Response {
+    s.metrics
+        .auth_failures
+        .with_label_values(&[e.reason()])
+        .inc();
+    let mut resp = error(StatusCode::UNAUTHORIZED, e.message());
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"feedback-collector\""),
+    );
+    resp
+}
+
+/// The key's service is every item's service: filled in where absent; a request with an
+/// item naming another service is refused whole (403), so one service cannot emit as another.
+/// Returns the refusal, if any.
+fn bind_service(s: &AppState, items: &mut [Value], service: &str) -> Option<Response> {
+    for (i, item) in items.iter_mut().enumerate() {
+        let Value::Object(obj) = item else { continue };
+        match obj.get("service") {
+            None | Some(Value::Null) => {
+                obj.insert("service".into(), Value::String(service.to_string()));
+            }
+            Some(Value::String(named)) if named == service => {}
+            Some(Value::String(named)) => {
+                s.metrics
+                    .auth_failures
+                    .with_label_values(&["wrong_service"])
+                    .inc();
+                return Some(error(
+                    StatusCode::FORBIDDEN,
+                    format!("item {i} names service {named:?}, but this API key belongs to service {service:?}; nothing was accepted. Send each service's events with its own key, or leave `service` out to have it filled in"),
+                ));
+            }
+            // Not a string: validation reports it.
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// `customer_ref` must be a pseudonymous id (a customer number, a UUID), never an e-mail
+/// address, phone number, card number or IBAN: such items are refused with a field error.
+fn pseudonymous<T>(
+    items: Vec<T>,
+    customer_ref: impl Fn(&T) -> &String,
+) -> Result<Vec<T>, Vec<FieldError>> {
+    let errors: Vec<FieldError> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, x)| {
+            feedback_redact::personal_data_kind(customer_ref(x)).map(|kind| FieldError {
+                index,
+                field: "customer_ref".into(),
+                reason: format!("looks like a {kind} (personal data); send the customer's pseudonymous id (customer number or UUID) instead"),
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `feedback collector keygen --service X`.
+pub fn keygen(service: &str) -> anyhow::Result<()> {
+    let (key, line) = crate::apikeys::generate(service)?;
+    println!(
+        "API key for service {service} (shown once; give it to the service as FEEDBACK_API_KEY):"
+    );
+    println!();
+    println!("  {key}");
+    println!();
+    println!("Add this line to the collector's keys file (--api-keys / FEEDBACK_COLLECTOR_API_KEYS), then restart the collector:");
+    println!();
+    println!("  {line}");
+    Ok(())
+}
+
 pub async fn run(
     args: Args,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Some(CollectorCommand::Keygen { service }) = &args.command {
+        return keygen(service);
+    }
+    let keys = match (&args.api_keys, args.allow_anonymous) {
+        (Some(path), anon) => {
+            let keys = ApiKeys::load(path)?;
+            if anon {
+                tracing::warn!("--allow-anonymous is ignored: an API keys file is configured, so every request needs a key");
+            }
+            tracing::info!(keys = keys.len(), file = %path.display(), "API keys loaded");
+            Some(keys)
+        }
+        (None, true) => {
+            tracing::warn!("collector accepts requests WITHOUT API keys (--allow-anonymous / FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS): local development only; anyone who can reach it can emit feedback as any service");
+            None
+        }
+        (None, false) => anyhow::bail!(
+            "no API keys configured: give the collector a keys file with --api-keys / FEEDBACK_COLLECTOR_API_KEYS (make keys with `feedback collector keygen --service <name>`), or start it with --allow-anonymous / FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS=1 for local development"
+        ),
+    };
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
-    let producer = FeedbackProducer::new(&args.common.kafka(), args.common.topics())?;
+    let kafka = args.common.kafka();
+    kafka
+        .check_credentials(std::time::Duration::from_secs(15))
+        .map_err(anyhow::Error::msg)?;
+    let producer = FeedbackProducer::new(&kafka, args.common.topics())?;
     let limits = Limits {
         max_past_ms: args.max_past_secs.saturating_mul(1000),
         max_future_ms: args.max_future_secs.saturating_mul(1000),
@@ -385,6 +576,7 @@ pub async fn run(
     };
     let state = Arc::new(AppState {
         producer: producer.clone(),
+        keys,
         limits,
         max_body_bytes: args.max_body_bytes,
         max_batch_items: args.max_batch_items,

@@ -40,6 +40,12 @@ pub struct Args {
     /// Hide the progress bar (for logs and CI).
     #[arg(long)]
     pub quiet: bool,
+    /// The collector API key to send (`Authorization: Bearer`), or `service=key,...` to send
+    /// each event with its own service's key (requests are split by service); prefer the
+    /// environment variable. Without one, only a collector started with --allow-anonymous
+    /// accepts.
+    #[arg(long, env = "FEEDBACK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Outcome of a run.
@@ -57,11 +63,13 @@ struct Counters {
 }
 
 /// Sends `items` as JSON batches to the collector; consecutive items of one kind share a
-/// request. Returns how many events the collector accepted.
+/// request (with per-service API keys, one request per service of the batch, each with its
+/// service's key). Returns how many events the collector accepted.
 pub async fn post_batch(
     client: &reqwest::Client,
     base: &str,
     items: &[Generated],
+    keys: &crate::apikeys::ClientKeys,
 ) -> Result<u64, String> {
     let (path, body): (&str, Vec<Value>) = match items.first().map(|g| &g.item) {
         Some(Item::Interaction(_)) => (
@@ -92,13 +100,36 @@ pub async fn post_batch(
         ),
         None => return Ok(0),
     };
+    let service = |v: &Value| v["service"].as_str().unwrap_or_default().to_string();
+    if !keys.per_service() {
+        let header = body.first().and_then(|v| keys.header(&service(v)));
+        return send(client, base, path, &body, header).await;
+    }
+    let mut groups: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    for v in body {
+        groups.entry(service(&v)).or_default().push(v);
+    }
+    let mut accepted = 0;
+    for (svc, group) in groups {
+        accepted += send(client, base, path, &group, keys.header(&svc)).await?;
+    }
+    Ok(accepted)
+}
+
+async fn send(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &[Value],
+    auth: Option<&reqwest::header::HeaderValue>,
+) -> Result<u64, String> {
     let mut backoff = Duration::from_millis(50);
     for attempt in 0..8 {
-        let res = client
-            .post(format!("{base}{path}"))
-            .json(&body)
-            .send()
-            .await;
+        let mut req = client.post(format!("{base}{path}")).json(&body);
+        if let Some(h) = auth {
+            req = req.header(reqwest::header::AUTHORIZATION, h.clone());
+        }
+        let res = req.send().await;
         match res {
             Ok(r) if r.status().as_u16() == 202 => return Ok(body.len() as u64),
             Ok(r) if r.status().is_server_error() && attempt < 7 => {}
@@ -159,6 +190,7 @@ pub async fn generate(args: &Args) -> anyhow::Result<Report> {
         .clone()
         .unwrap_or_else(|| format!("lg{}-{}", args.seed, chrono::Utc::now().timestamp()));
     let mut w = Workload::new(args.seed, &run_id, Mix::default());
+    let keys = crate::apikeys::ClientKeys::parse(args.api_key.as_deref())?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -167,18 +199,19 @@ pub async fn generate(args: &Args) -> anyhow::Result<Report> {
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
-        let (rx, client, counters, base) = (
+        let (rx, client, counters, base, keys) = (
             rx.clone(),
             client.clone(),
             counters.clone(),
             args.collector_url.clone(),
+            keys.clone(),
         );
         workers.push(tokio::spawn(async move {
             loop {
                 let next = rx.lock().await.recv().await;
                 let Some(batch) = next else { break };
                 let n = batch.len() as u64;
-                match post_batch(&client, &base, &batch).await {
+                match post_batch(&client, &base, &batch, &keys).await {
                     Ok(k) => counters.accepted.fetch_add(k, Ordering::Relaxed),
                     Err(e) => {
                         tracing::error!(error = %e, "batch not accepted");

@@ -4,10 +4,12 @@
 //! in a TOML file passed with `--config` (keys are the long flag names without `--`, e.g.
 //! `brokers = "127.0.0.1:9092"`). Precedence: flag > environment > file > default.
 
+mod apikeys;
 mod attributor;
 mod board;
 mod collector;
 mod config;
+mod erase;
 mod inspect;
 mod loadgen;
 mod metrics;
@@ -76,6 +78,9 @@ enum Command {
     Probe(probe::Args),
     /// Every team's live page, the JSON API over the metric views, and team alerts.
     Board(board::Args),
+    /// Remove one customer's rows from ClickHouse (interactions, ratings, dead letters that
+    /// mention them) and record the erasure in the `erasures` table.
+    Erase(erase::Args),
     /// Ownership files: `feedback ownership check`.
     Ownership {
         #[command(subcommand)]
@@ -219,6 +224,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Watch(a) => watch::run(a).await?,
         Command::Probe(a) => probe::run(a).await?,
         Command::Board(a) => board::run(a, shutdown::signal()).await?,
+        Command::Erase(a) => return erase::run(a).await,
         Command::Ownership {
             command:
                 OwnershipCommand::Check {

@@ -34,6 +34,11 @@ pub struct Args {
     /// Give up on one probe after this many seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+    /// The collector API key to send (`Authorization: Bearer`), or `service=key,...` (the
+    /// probe emits as checkout-api and survey); prefer the environment variable. Without
+    /// one, only a collector started with --allow-anonymous accepts.
+    #[arg(long, env = "FEEDBACK_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -61,6 +66,7 @@ async fn responses(ch: &feedback_clickhouse::Ch, minute_secs: i64) -> anyhow::Re
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let ch = args.common.clickhouse()?;
+    let keys = crate::apikeys::ClientKeys::parse(args.api_key.as_deref())?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -112,22 +118,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             region: None,
             attributes: [("probe".to_string(), "true".to_string())].into(),
         };
-        let r = client
+        let mut req = client
             .post(format!("{}/v1/interactions", args.collector_url))
-            .json(&interaction_to_json(&interaction))
-            .send()
-            .await?;
+            .json(&interaction_to_json(&interaction));
+        if let Some(h) = keys.header(&interaction.service) {
+            req = req.header(reqwest::header::AUTHORIZATION, h.clone());
+        }
+        let r = req.send().await?;
         anyhow::ensure!(
             r.status().as_u16() == 202,
             "collector refused the probe interaction: {} {}",
             r.status(),
             r.text().await.unwrap_or_default()
         );
-        let r = client
+        let mut req = client
             .post(format!("{}/v1/ratings", args.collector_url))
-            .json(&rating_to_json(&rating))
-            .send()
-            .await?;
+            .json(&rating_to_json(&rating));
+        if let Some(h) = keys.header(&rating.service) {
+            req = req.header(reqwest::header::AUTHORIZATION, h.clone());
+        }
+        let r = req.send().await?;
         let accepted = Instant::now();
         anyhow::ensure!(
             r.status().as_u16() == 202,

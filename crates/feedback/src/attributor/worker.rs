@@ -106,6 +106,9 @@ pub struct Worker {
 impl Worker {
     pub fn start(args: Args, metrics: Metrics) -> anyhow::Result<Worker> {
         let kafka = args.common.kafka();
+        kafka
+            .check_credentials(std::time::Duration::from_secs(15))
+            .map_err(anyhow::Error::msg)?;
         let topics = args.common.topics();
         let changelog = args.changelog_topic();
         let ownership = Ownership::load_dir(&args.ownership_dir).map_err(anyhow::Error::msg)?;

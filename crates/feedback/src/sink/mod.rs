@@ -143,6 +143,9 @@ pub async fn run(
     let metrics = Metrics::new(&registry)?;
     crate::metrics::serve(args.metrics_listen, registry.clone()).await?;
     let kafka = args.common.kafka();
+    kafka
+        .check_credentials(std::time::Duration::from_secs(15))
+        .map_err(anyhow::Error::msg)?;
     let topics = args.common.topics();
     let ch = args.common.clickhouse()?;
     let url = args.common.clickhouse_url.clone();
