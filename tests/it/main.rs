@@ -5,6 +5,7 @@
 
 mod attributor;
 mod avro_interop;
+mod bench;
 mod board;
 mod cli;
 mod clickhouse_versions;

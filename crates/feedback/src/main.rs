@@ -5,6 +5,7 @@
 //! `brokers = "127.0.0.1:9092"`). Precedence: flag > environment > file > default.
 
 mod attributor;
+mod bench;
 mod board;
 mod collector;
 mod config;
@@ -76,6 +77,8 @@ enum Command {
     Probe(probe::Args),
     /// Every team's live page, the JSON API over the metric views, and team alerts.
     Board(board::Args),
+    /// Benchmarks: every stage beside the raw limits of Kafka and ClickHouse, in one run.
+    Bench(bench::Args),
     /// Ownership files: `feedback ownership check`.
     Ownership {
         #[command(subcommand)]
@@ -219,6 +222,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Watch(a) => watch::run(a).await?,
         Command::Probe(a) => probe::run(a).await?,
         Command::Board(a) => board::run(a, shutdown::signal()).await?,
+        Command::Bench(a) => bench::run(a).await?,
         Command::Ownership {
             command:
                 OwnershipCommand::Check {
