@@ -33,7 +33,7 @@ pub struct Args {
     #[command(flatten)]
     pub common: Common,
     /// Events in the generated workload (interactions and ratings, duplicates included).
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 500_000)]
     pub events: usize,
     /// The reduced run of the test suite: a few thousand events, small state, a few
     /// probes. Its figures only show that every measurement works.
@@ -834,18 +834,19 @@ fn measure(ctx: &mut Ctx, run_id: &str) -> anyhow::Result<Measured> {
             .map_err(anyhow::Error::msg)?,
     );
     let pb = bar(0, "state");
-    let events = if ctx.args.quick { 20_000 } else { 200_000 };
+    let events = if ctx.args.quick { 21_000 } else { 210_000 };
     let keys = ctx.args.state_keys.clone();
     let (empty_rate, figures) = state::measure(&ownership, &keys, events, &pb);
     pb.finish_and_clear();
-    let note = "engine in-process (no Kafka): the workload's events through an engine with no keys";
+    let pass = events as u64 / 3;
+    let note = "engine in-process (no Kafka): best of three passes of new workload events, each through a fresh engine";
     ctx.row(
         "engine_empty",
         "state",
         "engine, no live keys",
-        events as u64,
+        pass,
         "events",
-        events as f64 / empty_rate,
+        pass as f64 / empty_rate,
         None,
         vec![],
         note,
@@ -859,13 +860,13 @@ fn measure(ctx: &mut Ctx, run_id: &str) -> anyhow::Result<Measured> {
             },
             "state",
             &format!("engine, {} live keys", f.keys),
-            events as u64,
+            pass,
             "events",
-            events as f64 / f.loaded_rate,
+            pass as f64 / f.loaded_rate,
             None,
             vec![],
             &format!(
-                "same events through an engine holding {} keys (built in {:.1} s)",
+                "best of three passes of new events through one engine holding {} keys (built in {:.1} s)",
                 f.keys, f.build_seconds
             ),
         );

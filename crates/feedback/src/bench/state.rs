@@ -112,16 +112,29 @@ pub fn measure(
     events: usize,
     bar: &ProgressBar,
 ) -> (f64, Vec<StateFigures>) {
-    let items: Vec<Item> = Workload::new(7, "state", Mix::default())
-        .generate(events, T0 + 2000)
-        .into_iter()
-        .map(|g| g.item)
+    // Three disjoint slices of new events (own id prefixes): each rate is the best of
+    // three passes, so a neighbour's burst on a shared machine does not decide the ratio.
+    let slices: Vec<Vec<Item>> = (0..3)
+        .map(|k| {
+            Workload::new(7 + k, &format!("state{k}"), Mix::default())
+                .generate(events / 3, T0 + 2000)
+                .into_iter()
+                .map(|g| g.item)
+                .collect()
+        })
         .collect();
-    let mut empty = Engine::new(ownership.clone(), 7 * 86_400_000);
-    // A first pass warms caches and the allocator; the second is the figure.
-    throughput(&mut Engine::new(ownership.clone(), 7 * 86_400_000), &items);
-    let empty_rate = throughput(&mut empty, &items);
-    drop(empty);
+    let best = |e: &mut Engine| {
+        slices
+            .iter()
+            .map(|items| throughput(e, items))
+            .fold(0.0f64, f64::max)
+    };
+    // A first pass warms caches and the allocator.
+    best(&mut Engine::new(ownership.clone(), 7 * 86_400_000));
+    let empty_rate = slices
+        .iter()
+        .map(|items| throughput(&mut Engine::new(ownership.clone(), 7 * 86_400_000), items))
+        .fold(0.0f64, f64::max);
     let mut out = Vec::new();
     for &keys in key_counts {
         bar.set_length(keys);
@@ -137,7 +150,7 @@ pub fn measure(
             (Some(b), Some(a)) if a > b => Some((a - b) as f64 / live),
             _ => None,
         };
-        let loaded_rate = throughput(&mut e, &items);
+        let loaded_rate = best(&mut e);
         out.push(StateFigures {
             keys,
             estimate_bytes_per_key: estimate,
