@@ -106,7 +106,13 @@ impl Proc {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {name} ({}): {e}", program.display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start {name} ({}): {e}; is it installed and on PATH? (java for Kafka's \
+                     perf tools, clickhouse-client: --clickhouse-client)",
+                    program.display()
+                )
+            })?;
         Ok(Proc {
             name: name.to_string(),
             child,
