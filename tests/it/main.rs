@@ -6,6 +6,7 @@
 mod access;
 mod attributor;
 mod avro_interop;
+mod bench;
 mod board;
 mod cli;
 mod clickhouse_versions;

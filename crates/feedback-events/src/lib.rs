@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod json;
+pub mod reference;
 pub mod schema;
 mod types;
 

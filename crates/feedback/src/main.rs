@@ -6,6 +6,7 @@
 
 mod apikeys;
 mod attributor;
+mod bench;
 mod board;
 mod collector;
 mod config;
@@ -81,6 +82,8 @@ enum Command {
     /// Remove one customer's rows from ClickHouse (interactions, ratings, dead letters that
     /// mention them) and record the erasure in the `erasures` table.
     Erase(erase::Args),
+    /// Benchmarks: every stage beside the raw limits of Kafka and ClickHouse, in one run.
+    Bench(bench::Args),
     /// Ownership files: `feedback ownership check`.
     Ownership {
         #[command(subcommand)]
@@ -225,6 +228,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Probe(a) => probe::run(a).await?,
         Command::Board(a) => board::run(a, shutdown::signal()).await?,
         Command::Erase(a) => return erase::run(a).await,
+        Command::Bench(a) => bench::run(a).await?,
         Command::Ownership {
             command:
                 OwnershipCommand::Check {
