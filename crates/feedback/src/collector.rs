@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use feedback_events::json::{self, FieldError, Limits};
+use feedback_events::json::{self, Limits};
 use feedback_kafka::FeedbackProducer;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::{json, Value};
@@ -50,6 +50,13 @@ pub struct Args {
         default_value_t = 300
     )]
     pub max_future_secs: i64,
+    /// How long a request body may take to arrive, in seconds; slower uploads get 408.
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_BODY_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub body_timeout_secs: u64,
 }
 
 struct Metrics {
@@ -100,6 +107,7 @@ struct AppState {
     limits: Limits,
     max_body_bytes: usize,
     max_batch_items: usize,
+    body_timeout: std::time::Duration,
     metrics: Metrics,
     registry: Registry,
 }
@@ -127,18 +135,6 @@ impl Kind {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-fn invalid(errors: Vec<FieldError>, items: usize) -> Response {
-    let bad: std::collections::BTreeSet<usize> = errors.iter().map(|e| e.index).collect();
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({
-            "error": format!("{} of {items} item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again", bad.len()),
-            "errors": errors,
-        })),
-    )
-        .into_response()
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -177,32 +173,36 @@ async fn ingest(
 
 enum BodyError {
     TooLarge,
+    /// The body did not arrive within the body timeout.
+    Slow {
+        received: usize,
+    },
     Read(String),
 }
 
 /// How much of an oversized body is read and discarded before answering 413, so that the
 /// client sees the answer instead of a connection reset (a lingering close, bounded).
 const DRAIN_CAP_BYTES: usize = 64 * 1024 * 1024;
-const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads the body up to `limit` bytes; past it, drains (bounded) and reports `TooLarge`.
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// The whole body must arrive within `timeout` (slow or stalled uploads get `Slow`, and a
+/// client that goes away mid-body gets `Read`: neither holds anything but this request).
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, BodyError> {
     use http_body_util::BodyExt;
     let mut buf = Vec::new();
     let mut seen = 0usize;
-    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
             Ok(None) => break,
             Err(_) if seen > limit => return Err(BodyError::TooLarge),
-            Err(_) => {
-                return Err(BodyError::Read(format!(
-                    "body not received within {}s",
-                    DRAIN_DEADLINE.as_secs()
-                )))
-            }
+            Err(_) => return Err(BodyError::Slow { received: seen }),
         };
         if let Ok(data) = frame.into_data() {
             seen += data.len();
@@ -217,26 +217,6 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
         Err(BodyError::TooLarge)
     } else {
         Ok(buf)
-    }
-}
-
-/// Validates every item; all valid items, or every error of every item.
-fn validate_all<T>(
-    items: &[Value],
-    f: impl Fn(&Value, usize) -> Result<T, Vec<FieldError>>,
-) -> Result<Vec<T>, Vec<FieldError>> {
-    let mut ok = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (i, v) in items.iter().enumerate() {
-        match f(v, i) {
-            Ok(x) => ok.push(x),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(ok)
-    } else {
-        Err(errors)
     }
 }
 
@@ -264,9 +244,18 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             ),
         )
     };
-    let bytes = match read_body(body, s.max_body_bytes).await {
+    let bytes = match read_body(body, s.max_body_bytes, s.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Slow { received }) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s ({received} bytes received); send the whole body without pausing, or smaller batches",
+                    s.body_timeout.as_secs()
+                ),
+            )
+        }
         Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -274,72 +263,30 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             )
         }
     };
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "malformed JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        }
+    let batch_kind = match kind {
+        Kind::Interactions => json::BatchKind::Interactions,
+        Kind::Ratings => json::BatchKind::Ratings,
     };
-    let items: Vec<Value> = match value {
-        Value::Array(a) => a,
-        obj @ Value::Object(_) => vec![obj],
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be a JSON object or an array of objects, not {other}"),
-            )
-        }
-    };
-    if items.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the batch is empty; send at least one item",
-        );
-    }
-    if items.len() > s.max_batch_items {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the batch has {} items; at most {} are accepted per request",
-                items.len(),
-                s.max_batch_items
-            ),
-        );
-    }
     let now = chrono::Utc::now().timestamp_millis();
-    let n = items.len();
-    let rejected = |errors| {
-        s.metrics
-            .events
-            .with_label_values(&[kind.name(), "rejected"])
-            .inc_by(n as u64);
-        invalid(errors, n)
-    };
-    let started = Instant::now();
-    let (result, ids) = match kind {
-        Kind::Interactions => {
-            match validate_all(&items, |v, i| json::interaction(v, i, &s.limits, now)) {
-                Err(errors) => return rejected(errors),
-                Ok(ok) => (
-                    s.producer.send_interactions(&ok).await,
-                    ok.into_iter().map(|x| x.interaction_id).collect::<Vec<_>>(),
-                ),
+    let batch = match json::parse_batch(&bytes, batch_kind, &s.limits, s.max_batch_items, now) {
+        Ok(b) => b,
+        Err(r) => {
+            if r.items > 0 {
+                s.metrics
+                    .events
+                    .with_label_values(&[kind.name(), "rejected"])
+                    .inc_by(r.items as u64);
             }
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            return (status, Json(r.body())).into_response();
         }
-        Kind::Ratings => match validate_all(&items, |v, i| json::rating(v, i, &s.limits, now)) {
-            Err(errors) => return rejected(errors),
-            Ok(ok) => (
-                s.producer.send_ratings(&ok).await,
-                ok.into_iter().map(|x| x.rating_id).collect(),
-            ),
-        },
+    };
+    let n = batch.len();
+    let ids = batch.ids();
+    let started = Instant::now();
+    let result = match &batch {
+        json::Batch::Interactions(ok) => s.producer.send_interactions(ok).await,
+        json::Batch::Ratings(ok) => s.producer.send_ratings(ok).await,
     };
     s.metrics
         .produce
@@ -388,6 +335,7 @@ pub async fn run(
         limits,
         max_body_bytes: args.max_body_bytes,
         max_batch_items: args.max_batch_items,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
         metrics,
         registry,
     });
