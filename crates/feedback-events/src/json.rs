@@ -651,6 +651,51 @@ fn validate_items<T>(
     (ok, errors)
 }
 
+// ---------------------------------------------------------------- events from elsewhere
+
+/// Earliest and latest `occurred_at` (ms) an RFC 3339 timestamp can state: years 0000 to 9999.
+const RFC3339_MS: std::ops::RangeInclusive<i64> = -62_167_219_200_000..=253_402_300_799_999;
+
+/// The collector's field rules (everything but the time window, which depends on when an
+/// event is seen) applied to an event that reached Kafka another way, e.g. through the
+/// producer library. `Err` lists every broken rule.
+pub fn check_interaction(i: &Interaction, limits: &Limits) -> Result<(), Vec<FieldError>> {
+    check(
+        i.occurred_at,
+        |l| interaction(&interaction_to_json(i), 0, l, i.occurred_at).map(|_| ()),
+        limits,
+    )
+}
+
+/// [`check_interaction`] for ratings (scores in their metric's range, sizes, characters).
+pub fn check_rating(r: &Rating, limits: &Limits) -> Result<(), Vec<FieldError>> {
+    check(
+        r.occurred_at,
+        |l| rating(&rating_to_json(r), 0, l, r.occurred_at).map(|_| ()),
+        limits,
+    )
+}
+
+fn check(
+    occurred_at: i64,
+    f: impl Fn(&Limits) -> Result<(), Vec<FieldError>>,
+    limits: &Limits,
+) -> Result<(), Vec<FieldError>> {
+    if !RFC3339_MS.contains(&occurred_at) {
+        return Err(vec![FieldError {
+            index: 0,
+            field: "occurred_at".into(),
+            reason: format!("{occurred_at} ms since 1970 lies outside the years 0000 to 9999"),
+        }]);
+    }
+    let window = Limits {
+        max_future_ms: 0,
+        max_past_ms: 0,
+        ..limits.clone()
+    };
+    f(&window)
+}
+
 /// RFC 3339 with milliseconds and `Z`, the collector's timestamp format.
 pub fn format_ts(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -756,6 +801,43 @@ mod tests {
             let mut v = good_rating();
             v["occurred_at"] = json!(format_ts(NOW + offset));
             assert_eq!(rating(&v, 0, &l, NOW).is_ok(), ok, "{offset}");
+        }
+    }
+
+    #[test]
+    fn events_from_kafka_obey_the_same_field_rules_without_the_time_window() {
+        let l = Limits::default();
+        let mut r = rating(&good_rating(), 0, &l, NOW).unwrap();
+        assert_eq!(check_rating(&r, &l), Ok(()));
+        r.occurred_at = 0; // 1970: outside the collector's window, but a valid time
+        assert_eq!(check_rating(&r, &l), Ok(()));
+        r.score = 6;
+        r.customer_ref = String::new();
+        let fields: Vec<_> = check_rating(&r, &l)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.reason))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                (
+                    "score".to_string(),
+                    "6 is out of range for csat: expected 1 to 5".to_string()
+                ),
+                ("customer_ref".to_string(), "must not be empty".to_string()),
+            ]
+        );
+        r.score = 4;
+        r.customer_ref = "c".into();
+        for (t, ok) in [
+            (253_402_300_799_999, true), // 9999-12-31T23:59:59.999Z
+            (253_402_300_800_000, false),
+            (-62_167_219_200_000, true), // 0000-01-01T00:00:00Z
+            (-62_167_219_200_001, false),
+        ] {
+            r.occurred_at = t;
+            assert_eq!(check_rating(&r, &l).is_ok(), ok, "{t}");
         }
     }
 }

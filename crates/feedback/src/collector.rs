@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use feedback_events::json::{self, Limits};
 use feedback_kafka::FeedbackProducer;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::config::Common;
 
