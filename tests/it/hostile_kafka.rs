@@ -527,7 +527,7 @@ async fn bad_messages_on_the_attributed_topic_are_dead_lettered_by_the_sink() {
     let flipped_hex: String = flipped[2..10].iter().map(|b| format!("{b:02x}")).collect();
     let mut trailing = ok("trail").encode();
     trailing.push(7);
-    let cases = vec![
+    let cases = [
         bad(
             "text",
             b"{\"rating_id\": \"r\"}".to_vec(),
