@@ -841,7 +841,10 @@ async fn metric(env: &Env, line_prefix: &str) -> u64 {
 async fn slow_and_abandoned_uploads_get_408_or_nothing_and_wedge_nothing() {
     let mut env = Env::new("slowup");
     env.run(&["topics", "--partitions", "1"]);
-    start_anonymous_collector(&mut env, &["--body-timeout-secs", "2"]);
+    start_anonymous_collector(
+        &mut env,
+        &["--body-timeout-secs", "2", "--header-timeout-secs", "2"],
+    );
     let addr = format!("127.0.0.1:{}", env.collector_port);
     let body = json!([rating()]).to_string();
     let head = |len: usize| {
@@ -862,7 +865,14 @@ async fn slow_and_abandoned_uploads_get_408_or_nothing_and_wedge_nothing() {
     gone.write_all(head(body.len()).as_bytes()).unwrap();
     gone.write_all(&body.as_bytes()[..20]).unwrap();
     drop(gone);
-    // Meanwhile, a valid upload goes through: neither holds the collector.
+    // Slow headers: half a request line's headers, then silence; and a connection that
+    // never says anything. The collector closes both (no answer: there is no request).
+    let mut slow_head = std::net::TcpStream::connect(&addr).unwrap();
+    slow_head
+        .write_all(b"POST /v1/ratings HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let silent = std::net::TcpStream::connect(&addr).unwrap();
+    // Meanwhile, a valid upload goes through: none of them holds the collector.
     let client = reqwest::Client::new();
     let ok = client
         .post(format!("{}/v1/ratings", env.collector_url()))
@@ -883,6 +893,24 @@ async fn slow_and_abandoned_uploads_get_408_or_nothing_and_wedge_nothing() {
             json!({"error": "the request body did not arrive within 2s (20 bytes received); send the whole body without pausing, or smaller batches"})
         )
     );
+    for (name, mut c) in [("slow headers", slow_head), ("silent", silent)] {
+        let closed = tokio::task::spawn_blocking(move || {
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).map(|_| buf)
+        })
+        .await
+        .unwrap();
+        match closed {
+            Ok(bytes) => assert!(bytes.is_empty(), "{name}: answered {bytes:?}"),
+            // A reset is a close too; a timeout (WouldBlock/TimedOut) is not.
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{name}: not closed within 30 s: {e}"
+            ),
+        }
+    }
     // The abandoned upload was counted as a bad request (nobody was there to read it).
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(

@@ -57,6 +57,14 @@ pub struct Args {
         default_value_t = 10
     )]
     pub body_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, in seconds; slower
+    /// connections are closed (slow-header attacks hold nothing for long).
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_HEADER_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_timeout_secs: u64,
 }
 
 struct Metrics {
@@ -343,9 +351,79 @@ pub async fn run(
         anyhow::anyhow!("cannot listen on {}: {e}; is another collector running? choose another address with --listen", args.listen)
     })?;
     tracing::info!(listen = %args.listen, brokers = %args.common.brokers, "collector ready");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve(
+        listener,
+        router(state),
+        std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
+        shutdown,
+    )
+    .await;
     let _ = producer.flush(std::time::Duration::from_secs(10));
     Ok(())
+}
+
+/// `axum::serve`, plus hyper's header-read timeout (which needs a timer that axum::serve
+/// does not give hyper): a connection that does not deliver its request headers within
+/// `header_timeout` is closed. On shutdown, stops accepting and lets requests in flight
+/// finish (at most 10 s).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // hyper's header timer starts with the first byte, and the HTTP/1-or-2 detection
+        // waits for bytes before hyper runs: a client that connects and says nothing is
+        // closed here.
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running 10 s after shutdown began; stopping anyway");
+    }
 }
