@@ -372,16 +372,15 @@ async fn serve(
     header_timeout: std::time::Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper::server::conn::http1::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only, as axum::serve served it here (axum's http2 feature is off).
+    let mut builder = Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -397,9 +396,8 @@ async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        // hyper's header timer starts with the first byte, and the HTTP/1-or-2 detection
-        // waits for bytes before hyper runs: a client that connects and says nothing is
-        // closed here.
+        // hyper's header timer starts once a request begins: a client that connects and
+        // says nothing is closed here.
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -411,9 +409,8 @@ async fn serve(
             ) {
                 return;
             }
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
-                .into_owned();
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
