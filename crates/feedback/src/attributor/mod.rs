@@ -70,7 +70,7 @@ pub struct Args {
     )]
     pub transaction_timeout_ms: u64,
     /// Largest input message, in bytes; larger ones are dead-lettered as `oversized`
-    /// (the largest event the collector accepts is about 20 KB).
+    /// (any event the collector accepts is under 20 KB).
     #[arg(
         long,
         env = "FEEDBACK_ATTRIBUTOR_MAX_MESSAGE_BYTES",
