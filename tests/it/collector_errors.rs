@@ -669,6 +669,57 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// With FEEDBACK_CORPUS_TABLE=<file>, appends the corpus (as verified above) to <file> as
+/// Markdown rows: case, input, exact outcome. The closing note's table is made this way.
+fn corpus_table(all: &[Case]) {
+    let Ok(path) = std::env::var("FEEDBACK_CORPUS_TABLE") else {
+        return;
+    };
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut out = String::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    for c in all {
+        let body = String::from_utf8_lossy(&c.body);
+        let input = if body.chars().count() > 70 {
+            format!(
+                "{}… ({} bytes)",
+                body.chars().take(70).collect::<String>(),
+                c.body.len()
+            )
+        } else {
+            body.into_owned()
+        };
+        let ct = match c.content_type {
+            Some("application/json") => String::new(),
+            Some(t) => format!("Content-Type {t}: "),
+            None => "no Content-Type: ".into(),
+        };
+        let mut outcome = format!("{} `{}`", c.status, c.error);
+        for (i, f, r) in (c.errors)(now).iter().take(3) {
+            outcome.push_str(&format!("; [{i}] `{f}`: {r}"));
+        }
+        let n = (c.errors)(now).len();
+        if n > 3 {
+            outcome.push_str(&format!("; … ({n} errors)"));
+        }
+        out.push_str(&format!(
+            "| {} | {} `{}` | {} |\n",
+            c.name,
+            c.path,
+            cell(&format!("{ct}{input}")),
+            cell(&outcome)
+        ));
+    }
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
+}
+
 /// Starts a collector that accepts requests without an API key (see PREAMBLE: the access
 /// work makes keys mandatory unless this is set) and waits until it answers.
 pub fn start_anonymous_collector(env: &mut Env, extra: &[&str]) {
@@ -777,6 +828,7 @@ async fn every_bad_input_gets_its_exact_status_and_error_and_nothing_reaches_kaf
         all.len(),
         failures.join("\n")
     );
+    corpus_table(&all);
     env.assert_alive();
     // Nothing of any of them reached Kafka...
     assert_eq!(env.topic_messages(&env.topic("interactions")), 0);

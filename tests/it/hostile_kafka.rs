@@ -374,6 +374,42 @@ fn attributor_corpus(interactions_topic: &str, ratings_topic: &str) -> (Vec<Bad>
     (interactions, ratings)
 }
 
+/// With FEEDBACK_CORPUS_TABLE=<file>, appends the cases (as verified) as Markdown rows:
+/// case, input (topic, size, first bytes), exact dead letter.
+fn corpus_table(topic: &str, cases: &[Bad]) {
+    let Ok(path) = std::env::var("FEEDBACK_CORPUS_TABLE") else {
+        return;
+    };
+    let mut out = String::new();
+    for c in cases {
+        let input = match &c.payload {
+            None => "no value (tombstone)".to_string(),
+            Some(p) => {
+                let head: String = p.iter().take(12).map(|b| format!("{b:02x}")).collect();
+                format!(
+                    "{} bytes `{head}{}`",
+                    p.len(),
+                    if p.len() > 12 { "…" } else { "" }
+                )
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {topic}: {input} | `{}`: {} |\n",
+            c.name,
+            c.reason,
+            c.error.replace('|', "\\|")
+        ));
+    }
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
+}
+
 #[derive(Debug, clickhouse::Row, Deserialize, PartialEq)]
 struct Dead {
     component: String,
@@ -476,6 +512,8 @@ async fn bad_messages_on_the_input_topics_are_dead_lettered_with_their_exact_rea
                 }
             }
             assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+            corpus_table("interactions (attributor)", &icases);
+            corpus_table("ratings (attributor)", &rcases);
             assert_eq!(dead.len(), want_dead.len());
             break;
         }
@@ -601,6 +639,7 @@ async fn bad_messages_on_the_attributed_topic_are_dead_lettered_by_the_sink() {
                 assert_eq!(got, want, "{}", c.name);
             }
             assert_eq!(dead.len(), cases.len());
+            corpus_table("attributed (sink)", &cases);
             break;
         }
         env.assert_alive();
