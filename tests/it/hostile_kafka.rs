@@ -161,7 +161,7 @@ fn attributor_corpus(interactions_topic: &str, ratings_topic: &str) -> (Vec<Bad>
     big.kind = "k".repeat(200_000);
     let big = big.encode();
     let mut huge = interaction("huge");
-    huge.kind = "k".repeat(990_000);
+    huge.kind = "k".repeat(1_040_000);
     let huge = huge.encode();
     let huge_kept = huge[..64 * 1024].to_vec();
     let oversized = |n: usize| {
@@ -309,7 +309,7 @@ fn attributor_corpus(interactions_topic: &str, ratings_topic: &str) -> (Vec<Bad>
             reason: "oversized",
         },
         Bad {
-            name: "oversized message (990 KB)",
+            name: "oversized message (1 MB)",
             error: oversized(huge.len()),
             payload: Some(huge),
             reason: "oversized",
@@ -428,8 +428,8 @@ struct Id {
 fn raw_producer() -> FutureProducer {
     ClientConfig::new()
         .set("bootstrap.servers", brokers())
-        // Room for the 990 KB message (librdkafka's own default cap is 1,000,000 bytes).
-        .set("message.max.bytes", "1048000")
+        // Room for the 1 MB message, up to the broker's default limit (librdkafka's own default cap is 1,000,000 bytes).
+        .set("message.max.bytes", "1048576")
         .create()
         .unwrap()
 }
