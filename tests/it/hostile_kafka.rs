@@ -605,6 +605,14 @@ async fn bad_messages_on_the_attributed_topic_are_dead_lettered_by_the_sink() {
             "wrong_schema",
             "not an attributed event",
         ),
+        // Above librdkafka's 1,000,000-byte default: the row lands whole, the sink's
+        // publish on the dead-letter topic carries its first 64 KiB.
+        bad(
+            "oversized bytes (1 MB)",
+            vec![b'x'; 1_040_000],
+            "bad_marker",
+            "message does not start with the Avro single-object marker C3 01 (found 78 78)",
+        ),
     ];
     let mut want = Vec::new();
     let mut offset = 0i64;
@@ -651,5 +659,20 @@ async fn bad_messages_on_the_attributed_topic_are_dead_lettered_by_the_sink() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Each is also published on the dead-letter topic, the 1 MB one cut to 64 KiB.
+    let dlq = env.topic("deadletter");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.topic_messages(&dlq) < cases.len() as i64 {
+        assert!(Instant::now() < deadline, "dead letters missing on {dlq}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    use rdkafka::Message;
+    let published = crate::harness::read_committed(&dlq);
+    let sizes: Vec<usize> = published
+        .iter()
+        .map(|m| m.payload().map_or(0, |p| p.len()))
+        .collect();
+    let want: Vec<usize> = cases.iter().map(|c| c.kept.min(64 * 1024)).collect();
+    assert_eq!(sizes, want);
     env.assert_alive();
 }
