@@ -231,6 +231,13 @@ fn cases() -> Vec<Case> {
             (1, 2),
             "key must be a string",
         ),
+        malformed(
+            "the same key twice",
+            r,
+            "{\"score\": 1, \"score\": 5}",
+            (1, 20),
+            "key \"score\" appears twice in one object",
+        ),
         // ---- invalid UTF-8
         raw(
             "invalid UTF-8 in a string",
@@ -760,7 +767,7 @@ async fn every_bad_input_gets_its_exact_status_and_error_and_nothing_reaches_kaf
     );
     let client = reqwest::Client::new();
     let all = cases();
-    assert!(all.len() >= 55, "the corpus has {} cases", all.len());
+    assert!(all.len() >= 61, "the corpus has {} cases", all.len());
     let mut failures = Vec::new();
     for c in &all {
         let mut req = client

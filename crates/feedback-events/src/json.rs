@@ -515,8 +515,78 @@ fn json_error_text(e: &serde_json::Error) -> String {
     full.strip_suffix(&suffix).unwrap_or(&full).to_string()
 }
 
-/// Parses and validates a collector request body: UTF-8, JSON, one object or an array of
-/// 1..=`max_items` objects, every field of every item, and no id twice in the batch.
+/// A JSON value read like `serde_json::Value`, except that an object naming one key twice
+/// is an error: serde_json would keep the last silently, so `{"score": 1, "score": 5}`
+/// would be read as 5 while a log or a proxy may show 1.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|Strict(v)| v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = a.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = a.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "key {:?} appears twice in one object",
+                    clip(&k, MAX_ECHOED_FIELD_BYTES)
+                )));
+            }
+            let Strict(v) = a.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses and validates a collector request body: UTF-8, JSON (no key twice in one object),
+/// one object or an array of 1..=`max_items` objects, every field of every item, and no id
+/// twice in the batch.
 /// Nothing is accepted unless everything is valid. Never panics on any input.
 pub fn parse_batch(
     bytes: &[u8],
@@ -540,7 +610,7 @@ pub fn parse_batch(
             },
         ));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let Strict(value) = serde_json::from_slice(bytes).map_err(|e| {
         Rejection::new(
             400,
             format!(
