@@ -838,8 +838,8 @@ async fn every_bad_input_gets_its_exact_status_and_error_and_nothing_reaches_kaf
     corpus_table(&all);
     env.assert_alive();
     // Nothing of any of them reached Kafka...
-    assert_eq!(env.topic_messages(&env.topic("interactions")), 0);
-    assert_eq!(env.topic_messages(&env.topic("ratings")), 0);
+    assert_eq!(messages(&env.topic("interactions")), 0);
+    assert_eq!(messages(&env.topic("ratings")), 0);
     // ...while a valid request does (the check above can see messages).
     let r = client
         .post(format!("{}/v1/ratings", env.collector_url()))
@@ -852,7 +852,27 @@ async fn every_bad_input_gets_its_exact_status_and_error_and_nothing_reaches_kaf
         r.json::<Value>().await.unwrap(),
         json!({"accepted": 1, "ids": ["r-1"]})
     );
-    assert_eq!(env.topic_messages(&env.topic("ratings")), 1);
+    assert_eq!(messages(&env.topic("ratings")), 1);
+}
+
+/// Messages in the (single-partition) `topic`, asking again while a freshly created topic
+/// has no leader yet (seen under load: NotLeaderForPartition); at most 30 s.
+fn messages(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::harness::brokers())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+            Ok((lo, hi)) => return hi - lo,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{topic}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
 }
 
 /// Reads one HTTP/1.1 response (status line, headers, body of Content-Length bytes).
