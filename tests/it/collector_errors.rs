@@ -1,10 +1,18 @@
-//! Every bad input at the collector: exact status, an error body that names the problem,
-//! and nothing produced to Kafka.
+//! The hostile-input corpus at the collector: every bad input, its EXACT outcome (status,
+//! `error` message, and for 422 every `(index, field, reason)`), and nothing produced to
+//! Kafka. Plus uploads that are slow (408) or abandoned (nothing wedged).
+//!
+//! The table is the corpus; ARCHITECTURE.md ("Hostile input") and the closing note of
+//! issue 8 list it. Expected messages are written out here, not taken from the code.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::harness::Env;
 
+/// Fixed event time inside the accepted window (relative to the test's clock).
 fn ts(offset_ms: i64) -> String {
     feedback_events::json::format_ts(chrono::Utc::now().timestamp_millis() + offset_ms)
 }
@@ -29,59 +37,104 @@ fn without(mut v: Value, field: &str) -> Value {
     v
 }
 
+const RATING_FIELDS: &str = "rating_id, occurred_at, interaction_id, metric, score, comment, service, channel, customer_ref, product, region, attributes";
+const INTERACTION_FIELDS: &str = "interaction_id, occurred_at, service, channel, kind, customer_ref, product, region, agent_id, team, attributes";
+const ONE_INVALID: &str = "1 of 1 item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again";
+const JSON_HINT: &str = "; send one JSON object or an array of objects";
+
+/// Expected item errors for a given server clock (ms): only time-window messages use it.
+type Errors = Box<dyn Fn(i64) -> Vec<(u64, String, String)>>;
+
 struct Case {
     name: &'static str,
     path: &'static str,
     content_type: Option<&'static str>,
     body: Vec<u8>,
     status: u16,
-    /// Substring of `error`.
-    error: &'static str,
-    /// Expected (index, field) of the item errors, for 422s.
-    fields: Vec<(u64, &'static str)>,
+    /// The whole `error` message.
+    error: String,
+    errors: Errors,
 }
 
-fn json_case(
+fn none() -> Errors {
+    Box::new(|_| Vec::new())
+}
+
+fn errs(list: &[(u64, &str, &str)]) -> Errors {
+    let v: Vec<(u64, String, String)> = list
+        .iter()
+        .map(|(i, f, r)| (*i, f.to_string(), r.to_string()))
+        .collect();
+    Box::new(move |_| v.clone())
+}
+
+/// A request whose body is `body` verbatim.
+fn raw(
     name: &'static str,
     path: &'static str,
-    body: Value,
+    body: impl Into<Vec<u8>>,
     status: u16,
-    error: &'static str,
-    fields: Vec<(u64, &'static str)>,
+    error: &str,
 ) -> Case {
     Case {
         name,
         path,
         content_type: Some("application/json"),
-        body: body.to_string().into_bytes(),
+        body: body.into(),
         status,
-        error,
-        fields,
+        error: error.to_string(),
+        errors: none(),
+    }
+}
+
+/// A 400 for malformed JSON: where and serde_json's reason.
+fn malformed(
+    name: &'static str,
+    path: &'static str,
+    body: impl Into<Vec<u8>>,
+    at: (u32, u32),
+    reason: &str,
+) -> Case {
+    raw(
+        name,
+        path,
+        body,
+        400,
+        &format!(
+            "malformed JSON at line {} column {}: {reason}{JSON_HINT}",
+            at.0, at.1
+        ),
+    )
+}
+
+/// A single item refused with 422 and exactly these item errors.
+fn invalid(name: &'static str, path: &'static str, body: Value, errors: Errors) -> Case {
+    Case {
+        name,
+        path,
+        content_type: Some("application/json"),
+        body: body.to_string().into_bytes(),
+        status: 422,
+        error: ONE_INVALID.to_string(),
+        errors,
     }
 }
 
 fn cases() -> Vec<Case> {
     let r = "/v1/ratings";
     let i = "/v1/interactions";
-    let invalid = "invalid; nothing was accepted";
+    let rating_json = rating().to_string();
+    let day_ahead = chrono::Utc::now().timestamp_millis() + 86_400_000 + 30_000;
     vec![
-        Case {
-            name: "malformed JSON",
-            path: r,
-            content_type: Some("application/json"),
-            body: b"{\"rating_id\": ".to_vec(),
-            status: 400,
-            error: "malformed JSON at line 1",
-            fields: vec![],
-        },
+        // ---- transport
         Case {
             name: "wrong content type",
             path: r,
             content_type: Some("text/plain"),
-            body: rating().to_string().into_bytes(),
+            body: rating_json.clone().into_bytes(),
             status: 415,
-            error: "Content-Type must be application/json, not \"text/plain\"",
-            fields: vec![],
+            error: "Content-Type must be application/json, not \"text/plain\"".into(),
+            errors: none(),
         },
         Case {
             name: "no content type",
@@ -89,183 +142,470 @@ fn cases() -> Vec<Case> {
             content_type: None,
             body: interaction().to_string().into_bytes(),
             status: 415,
-            error: "Content-Type must be application/json",
-            fields: vec![],
+            error: "Content-Type must be application/json, not \"(none)\"".into(),
+            errors: none(),
         },
-        Case {
-            name: "oversized body",
-            path: r,
-            content_type: Some("application/json"),
-            body: format!("[{}]", vec![rating().to_string(); 400].join(",")).into_bytes(),
-            status: 413,
-            error: "request body exceeds 65536 bytes",
-            fields: vec![],
-        },
-        json_case(
-            "too many items",
+        raw(
+            "oversized body",
             r,
-            Value::Array(vec![json!({}); 1001]),
+            format!("[{}]", vec![rating_json.as_str(); 400].join(",")),
             413,
-            "at most 1000 are accepted",
-            vec![],
+            "request body exceeds 65536 bytes; split it into smaller batches",
         ),
-        json_case(
-            "empty batch",
+        raw(
+            "oversized batch",
             r,
-            json!([]),
-            400,
-            "the batch is empty",
-            vec![],
+            Value::Array(vec![json!({}); 11]).to_string(),
+            413,
+            "the batch has 11 items; at most 10 are accepted per request; split it into smaller batches",
         ),
-        json_case(
+        // ---- malformed and truncated JSON
+        malformed(
+            "truncated JSON",
+            r,
+            "{\"rating_id\": ",
+            (1, 14),
+            "EOF while parsing a value",
+        ),
+        malformed(
+            "valid rating cut in half",
+            r,
+            &rating_json.as_bytes()[..40],
+            (1, 40),
+            "EOF while parsing a string",
+        ),
+        malformed("empty body", r, "", (1, 0), "EOF while parsing a value"),
+        malformed(
+            "trailing garbage after the object",
+            r,
+            format!("{rating_json} x"),
+            (1, rating_json.len() as u32 + 2),
+            "trailing characters",
+        ),
+        malformed(
+            "NaN score",
+            r,
+            "{\"score\": NaN}",
+            (1, 11),
+            "expected value",
+        ),
+        malformed(
+            "Infinity score",
+            r,
+            "{\"score\": Infinity}",
+            (1, 11),
+            "expected value",
+        ),
+        malformed(
+            "number beyond f64",
+            r,
+            "{\"score\": 1e400}",
+            (1, 15),
+            "number out of range",
+        ),
+        malformed(
+            "nesting 200 deep",
+            r,
+            "[".repeat(200),
+            (1, 128),
+            "recursion limit exceeded",
+        ),
+        malformed(
+            "lone surrogate escape",
+            r,
+            "{\"comment\": \"\\ud800\"}",
+            (1, 20),
+            "unexpected end of hex escape",
+        ),
+        malformed(
+            "byte-order mark",
+            r,
+            [&b"\xEF\xBB\xBF"[..], rating_json.as_bytes()].concat(),
+            (1, 1),
+            "expected value",
+        ),
+        malformed(
+            "single quotes",
+            i,
+            "{'interaction_id': 'i-1'}",
+            (1, 2),
+            "key must be a string",
+        ),
+        malformed(
+            "the same key twice",
+            r,
+            "{\"score\": 1, \"score\": 5}",
+            (1, 20),
+            "key \"score\" appears twice in one object",
+        ),
+        // ---- invalid UTF-8
+        raw(
+            "invalid UTF-8 in a string",
+            r,
+            [&b"{\"comment\": \"caf"[..], b"\xE9", b"\"}"].concat(),
+            400,
+            "request body is not valid UTF-8: invalid byte 0xE9 at byte offset 16; send JSON encoded as UTF-8",
+        ),
+        raw(
+            "body ends inside a UTF-8 character",
+            r,
+            [&b"{\"comment\": \"\xE2\x82"[..]].concat(),
+            400,
+            "request body is not valid UTF-8: it ends inside a multi-byte character at byte offset 13; send JSON encoded as UTF-8",
+        ),
+        // ---- not a batch
+        raw(
             "scalar body",
             r,
-            json!(42),
+            "42",
             400,
-            "body must be a JSON object or an array",
-            vec![],
+            "body must be a JSON object or an array of objects, not a number",
         ),
-        json_case(
-            "one bad item rejects the batch",
-            r,
-            json!([
-                rating(),
-                with(with(rating(), "rating_id", json!("r-2")), "score", json!(9)),
-                with(rating(), "rating_id", json!("r-3"))
-            ]),
-            422,
-            "1 of 3 item(s) are invalid",
-            vec![(1, "score")],
-        ),
-        json_case(
-            "missing required field",
-            r,
-            without(rating(), "rating_id"),
-            422,
-            invalid,
-            vec![(0, "rating_id")],
-        ),
-        json_case(
-            "nps out of range",
-            r,
-            with(with(rating(), "metric", json!("nps")), "score", json!(11)),
-            422,
-            invalid,
-            vec![(0, "score")],
-        ),
-        json_case(
-            "ces below range",
-            r,
-            with(with(rating(), "metric", json!("ces")), "score", json!(0)),
-            422,
-            invalid,
-            vec![(0, "score")],
-        ),
-        json_case(
-            "unknown metric",
-            r,
-            with(rating(), "metric", json!("ces2")),
-            422,
-            invalid,
-            vec![(0, "metric")],
-        ),
-        json_case(
-            "unknown channel",
-            r,
-            with(rating(), "channel", json!("fax")),
-            422,
-            invalid,
-            vec![(0, "channel")],
-        ),
-        json_case(
-            "timestamp in the future",
-            r,
-            with(rating(), "occurred_at", json!(ts(86_400_000))),
-            422,
-            invalid,
-            vec![(0, "occurred_at")],
-        ),
-        json_case(
-            "timestamp too old",
-            r,
-            with(rating(), "occurred_at", json!(ts(-60 * 86_400_000))),
-            422,
-            invalid,
-            vec![(0, "occurred_at")],
-        ),
-        json_case(
-            "timestamp not RFC 3339",
-            r,
-            with(rating(), "occurred_at", json!("28/11/2026")),
-            422,
-            invalid,
-            vec![(0, "occurred_at")],
-        ),
-        json_case(
-            "comment too long",
-            r,
-            with(rating(), "comment", json!("x".repeat(4001))),
-            422,
-            invalid,
-            vec![(0, "comment")],
-        ),
-        json_case(
-            "id too long",
+        raw(
+            "string body",
             i,
-            with(interaction(), "interaction_id", json!("i".repeat(129))),
-            422,
-            invalid,
-            vec![(0, "interaction_id")],
+            format!("\"{}\"", "x".repeat(10_000)),
+            400,
+            "body must be a JSON object or an array of objects, not a string",
         ),
-        json_case(
-            "unknown field",
-            i,
-            with(interaction(), "colour", json!("red")),
-            422,
-            invalid,
-            vec![(0, "colour")],
+        raw(
+            "empty batch",
+            r,
+            "[]",
+            400,
+            "the batch is empty; send at least one item",
         ),
-        json_case(
-            "score of wrong type",
+        Case {
+            name: "item that is not an object",
+            path: i,
+            content_type: Some("application/json"),
+            body: json!([interaction(), 7]).to_string().into_bytes(),
+            status: 422,
+            error: "1 of 2 item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again".into(),
+            errors: errs(&[(1, "", "item must be a JSON object, not a number")]),
+        },
+        // ---- wrong types
+        invalid(
+            "score as a string",
             r,
             with(rating(), "score", json!("5")),
-            422,
-            invalid,
-            vec![(0, "score")],
+            errs(&[(0, "score", "must be a whole number, not a string")]),
         ),
-        json_case(
+        invalid(
             "fractional score",
             r,
             with(rating(), "score", json!(4.5)),
-            422,
-            invalid,
-            vec![(0, "score")],
+            errs(&[(
+                0,
+                "score",
+                "must be a whole number like 4 (no fraction or exponent), not 4.5",
+            )]),
         ),
-        json_case(
-            "interaction missing kind and bad channel",
+        invalid(
+            "huge float score",
+            r,
+            with(rating(), "score", json!(1e300)),
+            errs(&[(
+                0,
+                "score",
+                "must be a whole number like 4 (no fraction or exponent), not 1e+300",
+            )]),
+        ),
+        invalid(
+            "score above i64",
+            r,
+            with(rating(), "score", json!(u64::MAX)),
+            errs(&[(
+                0,
+                "score",
+                "18446744073709551615 is out of range for csat: expected 1 to 5",
+            )]),
+        ),
+        invalid(
+            "score i64::MIN",
+            r,
+            with(rating(), "score", json!(i64::MIN)),
+            errs(&[(
+                0,
+                "score",
+                "-9223372036854775808 is out of range for csat: expected 1 to 5",
+            )]),
+        ),
+        invalid(
+            "occurred_at as epoch number",
+            r,
+            with(rating(), "occurred_at", json!(1_795_000_000_000i64)),
+            errs(&[(0, "occurred_at", "must be a string, not a number")]),
+        ),
+        invalid(
+            "id as a boolean",
+            r,
+            with(rating(), "rating_id", json!(true)),
+            errs(&[(0, "rating_id", "must be a string, not a boolean")]),
+        ),
+        invalid(
+            "optional field as an object",
+            i,
+            with(interaction(), "product", json!({"a": 1})),
+            errs(&[(0, "product", "must be a string or null, not an object")]),
+        ),
+        invalid(
+            "attributes as an array",
+            i,
+            with(interaction(), "attributes", json!(["a"])),
+            errs(&[(
+                0,
+                "attributes",
+                "must be an object of strings, not an array",
+            )]),
+        ),
+        invalid(
+            "attribute value a number",
+            i,
+            with(interaction(), "attributes", json!({"k": 1})),
+            errs(&[(0, "attributes.k", "must be a string, not a number")]),
+        ),
+        // ---- missing and unknown fields
+        invalid(
+            "missing required field",
+            r,
+            without(rating(), "rating_id"),
+            errs(&[(0, "rating_id", "is required")]),
+        ),
+        invalid(
+            "required field null",
+            r,
+            with(rating(), "customer_ref", Value::Null),
+            errs(&[(0, "customer_ref", "is required")]),
+        ),
+        invalid(
+            "empty object",
+            i,
+            json!({}),
+            errs(&[
+                (0, "channel", "is required"),
+                (0, "customer_ref", "is required"),
+                (0, "interaction_id", "is required"),
+                (0, "kind", "is required"),
+                (0, "occurred_at", "is required"),
+                (0, "service", "is required"),
+            ]),
+        ),
+        invalid(
+            "unknown field",
+            i,
+            with(interaction(), "colour", json!("red")),
+            Box::new(|_| {
+                vec![(
+                    0,
+                    "colour".into(),
+                    format!("is not a known field; known fields are {INTERACTION_FIELDS}"),
+                )]
+            }),
+        ),
+        Case {
+            name: "150 unknown fields: 100 listed",
+            path: r,
+            content_type: Some("application/json"),
+            body: {
+                let mut v = rating();
+                for n in 0..150 {
+                    v[format!("x{n:03}")] = json!(1);
+                }
+                v.to_string().into_bytes()
+            },
+            status: 422,
+            error: "1 of 1 item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` (the first 100 of 150 problems are listed) and send the batch again".into(),
+            errors: Box::new(|_| {
+                (0..100)
+                    .map(|n| {
+                        (
+                            0,
+                            format!("x{n:03}"),
+                            format!("is not a known field; known fields are {RATING_FIELDS}"),
+                        )
+                    })
+                    .collect()
+            }),
+        },
+        invalid(
+            "unknown field with a 1000-byte name",
+            r,
+            with(rating(), &"k".repeat(1000), json!(1)),
+            Box::new(|_| {
+                vec![(
+                    0,
+                    format!("{}…", "k".repeat(64)),
+                    format!("is not a known field; known fields are {RATING_FIELDS}"),
+                )]
+            }),
+        ),
+        invalid(
+            "missing kind and unknown channel",
             i,
             with(without(interaction(), "kind"), "channel", json!("pigeon")),
-            422,
-            invalid,
-            vec![(0, "channel"), (0, "kind")],
+            errs(&[
+                (0, "channel", "unknown channel \"pigeon\"; expected one of phone, chat, email, web, app, store, field, social, other"),
+                (0, "kind", "is required"),
+            ]),
         ),
-        json_case(
-            "item that is not an object",
-            i,
-            json!([interaction(), 7]),
-            422,
-            "1 of 2 item(s) are invalid",
-            vec![(1, "")],
+        // ---- out of range
+        invalid(
+            "nps above range",
+            r,
+            with(with(rating(), "metric", json!("nps")), "score", json!(11)),
+            errs(&[(0, "score", "11 is out of range for nps: expected 0 to 10")]),
         ),
-        json_case(
-            "control characters in an id",
+        invalid(
+            "ces below range",
+            r,
+            with(with(rating(), "metric", json!("ces")), "score", json!(0)),
+            errs(&[(0, "score", "0 is out of range for ces: expected 1 to 7")]),
+        ),
+        invalid(
+            "csat negative",
+            r,
+            with(rating(), "score", json!(-1)),
+            errs(&[(0, "score", "-1 is out of range for csat: expected 1 to 5")]),
+        ),
+        invalid(
+            "unknown metric",
+            r,
+            with(rating(), "metric", json!("ces2")),
+            errs(&[(
+                0,
+                "metric",
+                "unknown metric \"ces2\"; expected one of csat, nps, ces",
+            )]),
+        ),
+        // ---- timestamps
+        invalid(
+            "timestamp one day in the future",
+            r,
+            with(
+                rating(),
+                "occurred_at",
+                json!(feedback_events::json::format_ts(day_ahead)),
+            ),
+            Box::new(move |now| {
+                vec![(
+                    0,
+                    "occurred_at".into(),
+                    format!(
+                        "lies {}s in the future; at most 300s of clock skew is accepted",
+                        (day_ahead - now) / 1000
+                    ),
+                )]
+            }),
+        ),
+        invalid(
+            "timestamp in year 9999",
+            r,
+            with(rating(), "occurred_at", json!("9999-12-31T23:59:59Z")),
+            Box::new(|now| {
+                vec![(
+                    0,
+                    "occurred_at".into(),
+                    format!(
+                        "lies {}s in the future; at most 300s of clock skew is accepted",
+                        (253_402_300_799_000 - now) / 1000
+                    ),
+                )]
+            }),
+        ),
+        invalid(
+            "timestamp 60 days old",
+            r,
+            with(rating(), "occurred_at", json!(ts(-60 * 86_400_000 - 3_600_000))),
+            errs(&[(
+                0,
+                "occurred_at",
+                "is 60 days old; at most 30 days are accepted",
+            )]),
+        ),
+        invalid(
+            "timestamp at the Unix epoch",
+            r,
+            with(rating(), "occurred_at", json!("1970-01-01T00:00:00Z")),
+            Box::new(|now| {
+                vec![(
+                    0,
+                    "occurred_at".into(),
+                    format!(
+                        "is {} days old; at most 30 days are accepted",
+                        now / 86_400_000
+                    ),
+                )]
+            }),
+        ),
+        invalid(
+            "timestamp not RFC 3339",
+            r,
+            with(rating(), "occurred_at", json!("28/11/2026")),
+            errs(&[(
+                0,
+                "occurred_at",
+                "is not an RFC 3339 timestamp like 2026-11-28T10:00:00.123Z (premature end of input)",
+            )]),
+        ),
+        invalid(
+            "timestamp without a time zone",
+            r,
+            with(rating(), "occurred_at", json!("2026-11-28T10:00:00")),
+            errs(&[(
+                0,
+                "occurred_at",
+                "is not an RFC 3339 timestamp like 2026-11-28T10:00:00.123Z (premature end of input)",
+            )]),
+        ),
+        // ---- strings: control characters, sizes
+        invalid(
+            "control character in an id",
             i,
             with(interaction(), "customer_ref", json!("c\u{0007}1")),
-            422,
-            invalid,
-            vec![(0, "customer_ref")],
+            errs(&[(0, "customer_ref", "contains control characters")]),
         ),
-        json_case(
+        invalid(
+            "NUL in a string",
+            i,
+            with(interaction(), "service", json!("checkout\u{0000}api")),
+            errs(&[(0, "service", "contains control characters")]),
+        ),
+        invalid(
+            "escape sequence in a comment",
+            r,
+            with(rating(), "comment", json!("red \u{001b}[31m text")),
+            errs(&[(0, "comment", "contains control characters")]),
+        ),
+        invalid(
+            "empty id",
+            r,
+            with(rating(), "rating_id", json!("")),
+            errs(&[(0, "rating_id", "must not be empty")]),
+        ),
+        invalid(
+            "comment too long",
+            r,
+            with(rating(), "comment", json!("x".repeat(4001))),
+            errs(&[(0, "comment", "is 4001 bytes long; at most 4000 allowed")]),
+        ),
+        invalid(
+            "id too long",
+            i,
+            with(interaction(), "interaction_id", json!("i".repeat(129))),
+            errs(&[(
+                0,
+                "interaction_id",
+                "is 129 bytes long; at most 128 allowed",
+            )]),
+        ),
+        invalid(
+            "string of multi-byte characters too long",
+            i,
+            with(interaction(), "kind", json!("ü".repeat(129))),
+            errs(&[(0, "kind", "is 258 bytes long; at most 256 allowed")]),
+        ),
+        invalid(
             "too many attributes",
             i,
             with(
@@ -273,28 +613,172 @@ fn cases() -> Vec<Case> {
                 "attributes",
                 Value::Object((0..33).map(|n| (format!("k{n}"), json!("v"))).collect()),
             ),
-            422,
-            invalid,
-            vec![(0, "attributes")],
+            errs(&[(0, "attributes", "has 33 entries; at most 32 allowed")]),
         ),
+        invalid(
+            "attribute key too long",
+            i,
+            with(interaction(), "attributes", json!({"k".repeat(65): "v"})),
+            Box::new(|_| {
+                vec![(
+                    0,
+                    format!("attributes.{}", "k".repeat(53)) + "…",
+                    "is 65 bytes long; at most 64 allowed".into(),
+                )]
+            }),
+        ),
+        // ---- batches
+        Case {
+            name: "one bad item rejects the whole batch",
+            path: r,
+            content_type: Some("application/json"),
+            body: json!([
+                rating(),
+                with(with(rating(), "rating_id", json!("r-2")), "score", json!(9)),
+                with(rating(), "rating_id", json!("r-3"))
+            ])
+            .to_string()
+            .into_bytes(),
+            status: 422,
+            error: "1 of 3 item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again".into(),
+            errors: errs(&[(1, "score", "9 is out of range for csat: expected 1 to 5")]),
+        },
+        Case {
+            name: "duplicate rating ids in one batch",
+            path: r,
+            content_type: Some("application/json"),
+            body: json!([
+                rating(),
+                with(rating(), "rating_id", json!("r-2")),
+                rating(),
+                with(rating(), "rating_id", json!("r-2")),
+            ])
+            .to_string()
+            .into_bytes(),
+            status: 422,
+            error: "2 of 4 item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again".into(),
+            errors: errs(&[
+                (2, "rating_id", "\"r-1\" is also the rating_id of item 0; every item of a batch needs its own id"),
+                (3, "rating_id", "\"r-2\" is also the rating_id of item 1; every item of a batch needs its own id"),
+            ]),
+        },
+        Case {
+            name: "duplicate interaction ids in one batch",
+            path: i,
+            content_type: Some("application/json"),
+            body: json!([interaction(), with(interaction(), "kind", json!("refund"))])
+                .to_string()
+                .into_bytes(),
+            status: 422,
+            error: "1 of 2 item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again".into(),
+            errors: errs(&[(1, "interaction_id", "\"i-1\" is also the interaction_id of item 0; every item of a batch needs its own id")]),
+        },
     ]
 }
 
+/// With FEEDBACK_CORPUS_TABLE=<file>, appends the corpus (as verified above) to <file> as
+/// Markdown rows: case, input, exact outcome. The closing note's table is made this way.
+fn corpus_table(all: &[Case]) {
+    let Ok(path) = std::env::var("FEEDBACK_CORPUS_TABLE") else {
+        return;
+    };
+    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut out = String::new();
+    let now = chrono::Utc::now().timestamp_millis();
+    for c in all {
+        let body = String::from_utf8_lossy(&c.body);
+        let input = if body.chars().count() > 70 {
+            format!(
+                "{}… ({} bytes)",
+                body.chars().take(70).collect::<String>(),
+                c.body.len()
+            )
+        } else {
+            body.into_owned()
+        };
+        let ct = match c.content_type {
+            Some("application/json") => String::new(),
+            Some(t) => format!("Content-Type {t}: "),
+            None => "no Content-Type: ".into(),
+        };
+        let mut outcome = format!("{} `{}`", c.status, c.error);
+        for (i, f, r) in (c.errors)(now).iter().take(3) {
+            outcome.push_str(&format!("; [{i}] `{f}`: {r}"));
+        }
+        let n = (c.errors)(now).len();
+        if n > 3 {
+            outcome.push_str(&format!("; … ({n} errors)"));
+        }
+        out.push_str(&format!(
+            "| {} | {} `{}` | {} |\n",
+            c.name,
+            c.path,
+            cell(&format!("{ct}{input}")),
+            cell(&outcome)
+        ));
+    }
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(out.as_bytes())
+        .unwrap();
+}
+
+/// Starts a collector that accepts requests without an API key (see PREAMBLE: the access
+/// work makes keys mandatory unless this is set) and waits until it answers.
+pub fn start_anonymous_collector(env: &mut Env, extra: &[&str]) {
+    let mut args = vec!["collector"];
+    args.extend_from_slice(extra);
+    env.spawn_with(&args, &[("FEEDBACK_COLLECTOR_ALLOW_ANONYMOUS", "1")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = format!("127.0.0.1:{}", env.collector_port);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(
+                s,
+                "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            );
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf);
+            if buf.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        env.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "collector did not answer on {addr} within 30s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_input_gets_its_status_and_error_and_nothing_reaches_kafka() {
+async fn every_bad_input_gets_its_exact_status_and_error_and_nothing_reaches_kafka() {
     let mut env = Env::new("bad");
     env.run(&["topics", "--partitions", "1"]);
-    env.start_collector(&["--max-body-bytes", "65536"]);
+    start_anonymous_collector(
+        &mut env,
+        &["--max-body-bytes", "65536", "--max-batch-items", "10"],
+    );
     let client = reqwest::Client::new();
+    let all = cases();
+    assert!(all.len() >= 61, "the corpus has {} cases", all.len());
     let mut failures = Vec::new();
-    for c in cases() {
+    for c in &all {
         let mut req = client
             .post(format!("{}{}", env.collector_url(), c.path))
             .body(c.body.clone());
         if let Some(ct) = c.content_type {
             req = req.header("content-type", ct);
         }
+        let before = chrono::Utc::now().timestamp_millis();
         let resp = req.send().await.expect("collector reachable");
+        let after = chrono::Utc::now().timestamp_millis();
         let status = resp.status().as_u16();
         let ctype = resp
             .headers()
@@ -303,8 +787,8 @@ async fn every_bad_input_gets_its_status_and_error_and_nothing_reaches_kafka() {
             .unwrap_or("")
             .to_string();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let error = body["error"].as_str().unwrap_or("");
-        let fields: Vec<(u64, String)> = body["errors"]
+        let error = body["error"].as_str().unwrap_or("<no error>");
+        let got: Vec<(u64, String, String)> = body["errors"]
             .as_array()
             .map(|a| {
                 a.iter()
@@ -312,39 +796,50 @@ async fn every_bad_input_gets_its_status_and_error_and_nothing_reaches_kafka() {
                         (
                             e["index"].as_u64().unwrap(),
                             e["field"].as_str().unwrap().to_string(),
+                            e["reason"].as_str().unwrap().to_string(),
                         )
                     })
                     .collect()
             })
             .unwrap_or_default();
-        let mut sorted = fields.clone();
+        let mut sorted = got.clone();
         sorted.sort();
-        let want: Vec<(u64, String)> = c.fields.iter().map(|(i, f)| (*i, f.to_string())).collect();
-        let reasons_ok = body["errors"].as_array().is_none_or(|a| {
-            a.iter()
-                .all(|e| !e["reason"].as_str().unwrap_or("").is_empty())
+        // The server's clock lies between `before` and `after`: accept what either gives.
+        let fits = |now: i64| {
+            let mut want = (c.errors)(now);
+            want.sort();
+            want == sorted
+        };
+        let keys_ok = body.as_object().is_some_and(|o| {
+            o.keys().all(|k| k == "error" || k == "errors")
+                && (status == 422) == o.contains_key("errors")
         });
         if status != c.status
-            || !error.contains(c.error)
-            || sorted != want
+            || error != c.error
+            || !(fits(before) || fits(after))
             || !ctype.starts_with("application/json")
-            || !reasons_ok
+            || !keys_ok
         {
+            let mut want = (c.errors)(before);
+            want.sort();
             failures.push(format!(
-                "{}: got {status} {body} ({ctype}); want {} containing {:?} with fields {want:?}",
+                "{}: got {status} {error:?} {sorted:?}; want {} {:?} {want:?}",
                 c.name, c.status, c.error
             ));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} case(s) failed:\n{}",
+        "{} of {} case(s) failed:\n{}",
         failures.len(),
+        all.len(),
         failures.join("\n")
     );
+    corpus_table(&all);
+    env.assert_alive();
     // Nothing of any of them reached Kafka...
-    assert_eq!(env.topic_messages(&env.topic("interactions")), 0);
-    assert_eq!(env.topic_messages(&env.topic("ratings")), 0);
+    assert_eq!(messages(&env.topic("interactions")), 0);
+    assert_eq!(messages(&env.topic("ratings")), 0);
     // ...while a valid request does (the check above can see messages).
     let r = client
         .post(format!("{}/v1/ratings", env.collector_url()))
@@ -357,5 +852,176 @@ async fn every_bad_input_gets_its_status_and_error_and_nothing_reaches_kafka() {
         r.json::<Value>().await.unwrap(),
         json!({"accepted": 1, "ids": ["r-1"]})
     );
-    assert_eq!(env.topic_messages(&env.topic("ratings")), 1);
+    assert_eq!(messages(&env.topic("ratings")), 1);
+}
+
+/// Messages in the (single-partition) `topic`, asking again while a freshly created topic
+/// has no leader yet (seen under load: NotLeaderForPartition); at most 30 s.
+fn messages(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", crate::harness::brokers())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match c.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+            Ok((lo, hi)) => return hi - lo,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{topic}: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response (status line, headers, body of Content-Length bytes).
+fn read_response(s: &mut std::net::TcpStream) -> (u16, Value) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).expect("response");
+        assert!(n > 0, "connection closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                let status = text[9..12].parse().unwrap();
+                let body = serde_json::from_slice(&buf[end + 4..end + 4 + len]).unwrap();
+                return (status, body);
+            }
+        }
+    }
+}
+
+/// Metric line value from the collector's /metrics, 0 when absent.
+async fn metric(env: &Env, line_prefix: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", env.collector_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_abandoned_uploads_get_408_or_nothing_and_wedge_nothing() {
+    let mut env = Env::new("slowup");
+    env.run(&["topics", "--partitions", "1"]);
+    start_anonymous_collector(
+        &mut env,
+        &["--body-timeout-secs", "2", "--header-timeout-secs", "2"],
+    );
+    let addr = format!("127.0.0.1:{}", env.collector_port);
+    let body = json!([rating()]).to_string();
+    let head = |len: usize| {
+        format!(
+            "POST /v1/ratings HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+
+    // Slow: half the body, then silence. The collector answers 408 once its body timeout
+    // passed, naming what it received.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(head(body.len()).as_bytes()).unwrap();
+    slow.write_all(&body.as_bytes()[..20]).unwrap();
+    // Abandoned: half a body and the connection closed.
+    let mut gone = std::net::TcpStream::connect(&addr).unwrap();
+    gone.write_all(head(body.len()).as_bytes()).unwrap();
+    gone.write_all(&body.as_bytes()[..20]).unwrap();
+    drop(gone);
+    // Slow headers: half a request line's headers, then silence; and a connection that
+    // never says anything. The collector closes both (no answer: there is no request).
+    let mut slow_head = std::net::TcpStream::connect(&addr).unwrap();
+    slow_head
+        .write_all(b"POST /v1/ratings HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let silent = std::net::TcpStream::connect(&addr).unwrap();
+    // Meanwhile, a valid upload goes through: none of them holds the collector.
+    let client = reqwest::Client::new();
+    let ok = client
+        .post(format!("{}/v1/ratings", env.collector_url()))
+        .header("content-type", "application/json")
+        .body(json!([with(rating(), "rating_id", json!("r-ok"))]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 202);
+
+    let (status, answer) = tokio::task::spawn_blocking(move || read_response(&mut slow))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer),
+        (
+            408,
+            json!({"error": "the request body did not arrive within 2s (20 bytes received); send the whole body without pausing, or smaller batches"})
+        )
+    );
+    for (name, mut c) in [("slow headers", slow_head), ("silent", silent)] {
+        let closed = tokio::task::spawn_blocking(move || {
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = Vec::new();
+            c.read_to_end(&mut buf).map(|_| buf)
+        })
+        .await
+        .unwrap();
+        match closed {
+            Ok(bytes) => assert!(bytes.is_empty(), "{name}: answered {bytes:?}"),
+            // A reset is a close too; a timeout (WouldBlock/TimedOut) is not.
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{name}: not closed within 30 s: {e}"
+            ),
+        }
+    }
+    // The abandoned upload was counted as a bad request (nobody was there to read it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        &env,
+        "feedback_collector_requests_total{endpoint=\"/v1/ratings\",status=\"400\"}",
+    )
+    .await
+        < 1
+    {
+        assert!(Instant::now() < deadline, "abandoned upload never counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (status, want) in [("400", 1), ("408", 1), ("202", 1)] {
+        assert_eq!(
+            metric(
+                &env,
+                &format!(
+                    "feedback_collector_requests_total{{endpoint=\"/v1/ratings\",status=\"{status}\"}}"
+                )
+            )
+            .await,
+            want,
+            "status {status}"
+        );
+    }
+    env.assert_alive();
+    // Only the valid rating reached Kafka.
+    let msgs = crate::harness::read_committed(&env.topic("ratings"));
+    assert_eq!(msgs.len(), 1);
+    use rdkafka::Message;
+    match feedback_events::decode(msgs[0].payload().unwrap()).unwrap() {
+        feedback_events::codec::Decoded::Rating(r) => assert_eq!(r.rating_id, "r-ok"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -86,11 +86,11 @@ fn batches(items: Vec<Generated>, window: usize) -> Vec<Vec<Generated>> {
         let (ratings, interactions): (Vec<Generated>, Vec<Generated>) = chunk
             .into_iter()
             .partition(|g| matches!(g.item, Item::Rating(_)));
-        out.extend(
-            [ratings, interactions]
-                .into_iter()
-                .filter(|b| !b.is_empty()),
-        );
+        // No id twice in one request (the collector refuses that): a generated duplicate
+        // goes in the next request.
+        for kind in [ratings, interactions] {
+            out.extend(feedback_workload::split_requests(kind, usize::MAX));
+        }
     }
     out
 }

@@ -89,13 +89,17 @@ impl<'a> Item<'a> {
     }
 
     fn opt_str(&mut self, field: &str, max: usize) -> Option<String> {
+        self.string(field, max, "a string or null")
+    }
+
+    fn string(&mut self, field: &str, max: usize, expected: &str) -> Option<String> {
         match self.obj.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => self.check_str(field, s, max).then(|| s.clone()),
             Some(other) => {
                 self.err(
                     field,
-                    format!("must be a string or null, not {}", type_name(other)),
+                    format!("must be {expected}, not {}", type_name(other)),
                 );
                 None
             }
@@ -107,7 +111,7 @@ impl<'a> Item<'a> {
             self.err(field, "is required");
             return None;
         }
-        self.opt_str(field, max)
+        self.string(field, max, "a string")
     }
 
     fn channel(&mut self) -> Option<Channel> {
@@ -351,8 +355,22 @@ pub fn rating(
         }
         Some(Value::Number(n)) => match n.as_i64() {
             Some(s) => Some(s),
+            None if n.is_u64() => {
+                // Above i64::MAX: a whole number, far out of every metric's range.
+                let range = metric
+                    .map(|m| {
+                        let (lo, hi) = m.score_range();
+                        format!(" for {m}: expected {lo} to {hi}")
+                    })
+                    .unwrap_or_default();
+                it.err("score", format!("{n} is out of range{range}"));
+                None
+            }
             None => {
-                it.err("score", format!("must be a whole number, not {n}"));
+                it.err(
+                    "score",
+                    format!("must be a whole number like 4 (no fraction or exponent), not {n}"),
+                );
                 None
             }
         },
@@ -401,6 +419,384 @@ pub fn rating(
         region,
         attributes,
     })
+}
+
+// ---------------------------------------------------------------- request bodies
+
+/// Which endpoint a request body was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    Interactions,
+    Ratings,
+}
+
+/// The valid events of one request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batch {
+    Interactions(Vec<Interaction>),
+    Ratings(Vec<Rating>),
+}
+
+impl Batch {
+    /// The ids of the events, in request order.
+    pub fn ids(&self) -> Vec<String> {
+        match self {
+            Batch::Interactions(v) => v.iter().map(|i| i.interaction_id.clone()).collect(),
+            Batch::Ratings(v) => v.iter().map(|r| r.rating_id.clone()).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Interactions(v) => v.len(),
+            Batch::Ratings(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a request body was refused. `status` is the HTTP status the collector answers;
+/// the JSON body is `{"error": error}`, plus `"errors"` (every problem of every item, at
+/// most [`MAX_REPORTED_ERRORS`]) for 422.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub error: String,
+    pub errors: Vec<FieldError>,
+    /// Items in the request, when it parsed as a batch (0 otherwise).
+    pub items: usize,
+}
+
+impl Rejection {
+    fn new(status: u16, error: impl Into<String>) -> Self {
+        Rejection {
+            status,
+            error: error.into(),
+            errors: Vec::new(),
+            items: 0,
+        }
+    }
+
+    /// The response body.
+    pub fn body(&self) -> Value {
+        if self.errors.is_empty() {
+            serde_json::json!({ "error": self.error })
+        } else {
+            serde_json::json!({ "error": self.error, "errors": self.errors })
+        }
+    }
+}
+
+/// At most this many item errors are listed in one answer (a body of thousands of unknown
+/// fields must not produce an answer many times its size).
+pub const MAX_REPORTED_ERRORS: usize = 100;
+/// Field names are echoed in errors up to this many bytes.
+const MAX_ECHOED_FIELD_BYTES: usize = 64;
+
+/// `s` cut to at most `max` bytes at a character boundary, with `…` when cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// serde_json's message without its trailing " at line L column C" (we say where first).
+fn json_error_text(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&suffix).unwrap_or(&full).to_string()
+}
+
+/// A JSON value read like `serde_json::Value`, except that an object naming one key twice
+/// is an error: serde_json would keep the last silently, so `{"score": 1, "score": 5}`
+/// would be read as 5 while a log or a proxy may show 1.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|Strict(v)| v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = a.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = a.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "key {:?} appears twice in one object",
+                    clip(&k, MAX_ECHOED_FIELD_BYTES)
+                )));
+            }
+            let Strict(v) = a.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Parses and validates a collector request body: UTF-8, JSON (no key twice in one object),
+/// one object or an array of 1..=`max_items` objects, every field of every item, and no id
+/// twice in the batch.
+/// Nothing is accepted unless everything is valid. Never panics on any input.
+///
+/// `service` is the producing service the request's API key belongs to (None: anonymous):
+/// an item without `service` gets it filled in, and a batch with any item naming another
+/// service is refused whole with 403, so one service cannot emit as another.
+pub fn parse_batch(
+    bytes: &[u8],
+    kind: BatchKind,
+    limits: &Limits,
+    max_items: usize,
+    now_ms: i64,
+    service: Option<&str>,
+) -> Result<Batch, Rejection> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        let at = e.valid_up_to();
+        return Err(Rejection::new(
+            400,
+            match e.error_len() {
+                Some(_) => format!(
+                    "request body is not valid UTF-8: invalid byte 0x{:02X} at byte offset {at}; send JSON encoded as UTF-8",
+                    bytes[at]
+                ),
+                None => format!(
+                    "request body is not valid UTF-8: it ends inside a multi-byte character at byte offset {at}; send JSON encoded as UTF-8"
+                ),
+            },
+        ));
+    }
+    let Strict(value) = serde_json::from_slice(bytes).map_err(|e| {
+        Rejection::new(
+            400,
+            format!(
+                "malformed JSON at line {} column {}: {}; send one JSON object or an array of objects",
+                e.line(),
+                e.column(),
+                json_error_text(&e)
+            ),
+        )
+    })?;
+    let mut items: Vec<Value> = match value {
+        Value::Array(a) => a,
+        obj @ Value::Object(_) => vec![obj],
+        other => {
+            return Err(Rejection::new(
+                400,
+                format!(
+                    "body must be a JSON object or an array of objects, not {}",
+                    type_name(&other)
+                ),
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(Rejection::new(
+            400,
+            "the batch is empty; send at least one item",
+        ));
+    }
+    if items.len() > max_items {
+        return Err(Rejection::new(
+            413,
+            format!(
+                "the batch has {} items; at most {max_items} are accepted per request; split it into smaller batches",
+                items.len()
+            ),
+        ));
+    }
+    let n = items.len();
+    if let Some(service) = service {
+        bind_service(&mut items, service)?;
+    }
+    let (batch, mut errors) = match kind {
+        BatchKind::Interactions => {
+            let (ok, errors) = validate_items(&items, "interaction_id", |v, i| {
+                interaction(v, i, limits, now_ms).map(|x| (x.interaction_id.clone(), x))
+            });
+            (Batch::Interactions(ok), errors)
+        }
+        BatchKind::Ratings => {
+            let (ok, errors) = validate_items(&items, "rating_id", |v, i| {
+                rating(v, i, limits, now_ms).map(|x| (x.rating_id.clone(), x))
+            });
+            (Batch::Ratings(ok), errors)
+        }
+    };
+    if errors.is_empty() {
+        return Ok(batch);
+    }
+    let bad: std::collections::BTreeSet<usize> = errors.iter().map(|e| e.index).collect();
+    let total = errors.len();
+    errors.truncate(MAX_REPORTED_ERRORS);
+    for e in &mut errors {
+        e.field = clip(&e.field, MAX_ECHOED_FIELD_BYTES);
+    }
+    let shown = if total > MAX_REPORTED_ERRORS {
+        format!(" (the first {MAX_REPORTED_ERRORS} of {total} problems are listed)")
+    } else {
+        String::new()
+    };
+    Err(Rejection {
+        status: 422,
+        error: format!(
+            "{} of {n} item(s) are invalid; nothing was accepted. Fix the fields listed in `errors`{shown} and send the batch again",
+            bad.len()
+        ),
+        errors,
+        items: n,
+    })
+}
+
+/// Fills in an absent `service` with the key's, refuses (403) an item naming another.
+fn bind_service(items: &mut [Value], service: &str) -> Result<(), Rejection> {
+    for (i, item) in items.iter_mut().enumerate() {
+        let Value::Object(obj) = item else { continue };
+        match obj.get("service") {
+            None | Some(Value::Null) => {
+                obj.insert("service".into(), Value::String(service.to_string()));
+            }
+            Some(Value::String(named)) if named == service => {}
+            Some(Value::String(named)) => {
+                return Err(Rejection::new(
+                    403,
+                    format!(
+                        "item {i} names service {:?}, but this API key belongs to service {service:?}; nothing was accepted. Send each service's events with its own key, or leave `service` out to have it filled in",
+                        clip(named, MAX_ECHOED_FIELD_BYTES)
+                    ),
+                ))
+            }
+            // Not a string: validation reports it.
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Validates every item; the valid ones (with ids) and every error of every item,
+/// including each repeat of an id already used by an earlier item.
+fn validate_items<T>(
+    items: &[Value],
+    id_field: &str,
+    f: impl Fn(&Value, usize) -> Result<(String, T), Vec<FieldError>>,
+) -> (Vec<T>, Vec<FieldError>) {
+    let mut ok = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, v) in items.iter().enumerate() {
+        match f(v, i) {
+            Ok((id, x)) => {
+                if let Some(first) = seen.get(&id) {
+                    errors.push(FieldError {
+                        index: i,
+                        field: id_field.to_string(),
+                        reason: format!(
+                            "{id:?} is also the {id_field} of item {first}; every item of a batch needs its own id"
+                        ),
+                    });
+                } else {
+                    seen.insert(id, i);
+                }
+                ok.push(x);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    (ok, errors)
+}
+
+// ---------------------------------------------------------------- events from elsewhere
+
+/// Earliest and latest `occurred_at` (ms) an RFC 3339 timestamp can state: years 0000 to 9999.
+const RFC3339_MS: std::ops::RangeInclusive<i64> = -62_167_219_200_000..=253_402_300_799_999;
+
+/// The collector's field rules (everything but the time window, which depends on when an
+/// event is seen) applied to an event that reached Kafka another way, e.g. through the
+/// producer library. `Err` lists every broken rule.
+pub fn check_interaction(i: &Interaction, limits: &Limits) -> Result<(), Vec<FieldError>> {
+    check(
+        i.occurred_at,
+        |l| interaction(&interaction_to_json(i), 0, l, i.occurred_at).map(|_| ()),
+        limits,
+    )
+}
+
+/// [`check_interaction`] for ratings (scores in their metric's range, sizes, characters).
+pub fn check_rating(r: &Rating, limits: &Limits) -> Result<(), Vec<FieldError>> {
+    check(
+        r.occurred_at,
+        |l| rating(&rating_to_json(r), 0, l, r.occurred_at).map(|_| ()),
+        limits,
+    )
+}
+
+fn check(
+    occurred_at: i64,
+    f: impl Fn(&Limits) -> Result<(), Vec<FieldError>>,
+    limits: &Limits,
+) -> Result<(), Vec<FieldError>> {
+    if !RFC3339_MS.contains(&occurred_at) {
+        return Err(vec![FieldError {
+            index: 0,
+            field: "occurred_at".into(),
+            reason: format!("{occurred_at} ms since 1970 lies outside the years 0000 to 9999"),
+        }]);
+    }
+    let window = Limits {
+        max_future_ms: 0,
+        max_past_ms: 0,
+        ..limits.clone()
+    };
+    f(&window)
 }
 
 /// RFC 3339 with milliseconds and `Z`, the collector's timestamp format.
@@ -508,6 +904,43 @@ mod tests {
             let mut v = good_rating();
             v["occurred_at"] = json!(format_ts(NOW + offset));
             assert_eq!(rating(&v, 0, &l, NOW).is_ok(), ok, "{offset}");
+        }
+    }
+
+    #[test]
+    fn events_from_kafka_obey_the_same_field_rules_without_the_time_window() {
+        let l = Limits::default();
+        let mut r = rating(&good_rating(), 0, &l, NOW).unwrap();
+        assert_eq!(check_rating(&r, &l), Ok(()));
+        r.occurred_at = 0; // 1970: outside the collector's window, but a valid time
+        assert_eq!(check_rating(&r, &l), Ok(()));
+        r.score = 6;
+        r.customer_ref = String::new();
+        let fields: Vec<_> = check_rating(&r, &l)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.field, e.reason))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                (
+                    "score".to_string(),
+                    "6 is out of range for csat: expected 1 to 5".to_string()
+                ),
+                ("customer_ref".to_string(), "must not be empty".to_string()),
+            ]
+        );
+        r.score = 4;
+        r.customer_ref = "c".into();
+        for (t, ok) in [
+            (253_402_300_799_999, true), // 9999-12-31T23:59:59.999Z
+            (253_402_300_800_000, false),
+            (-62_167_219_200_000, true), // 0000-01-01T00:00:00Z
+            (-62_167_219_200_001, false),
+        ] {
+            r.occurred_at = t;
+            assert_eq!(check_rating(&r, &l).is_ok(), ok, "{t}");
         }
     }
 }

@@ -271,6 +271,30 @@ impl Item {
     }
 }
 
+/// Cuts `items` (in order) into collector requests of at most `max` items, starting a new
+/// request where an id would repeat: the collector refuses a batch naming one id twice, so a
+/// generated duplicate travels in a later request, as a client's retry would.
+pub fn split_requests(
+    items: impl IntoIterator<Item = Generated>,
+    max: usize,
+) -> Vec<Vec<Generated>> {
+    let mut out = Vec::new();
+    let mut current: Vec<Generated> = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for g in items {
+        if current.len() >= max.max(1) || ids.contains(g.item.id()) {
+            out.push(std::mem::take(&mut current));
+            ids.clear();
+        }
+        ids.insert(g.item.id().to_string());
+        current.push(g);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
 /// Share of interactions that get a rating, of ratings sent before their interaction,
 /// of ratings sent twice, of ratings with a comment, of ratings about no interaction.
 #[derive(Debug, Clone, Copy)]
@@ -563,6 +587,32 @@ impl Workload {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn requests_never_repeat_an_id_and_keep_the_order() {
+        let all = Workload::new(3, "t", Mix::default()).generate(5_000, 1_000_000);
+        let ratings: Vec<Generated> = all
+            .into_iter()
+            .filter(|g| matches!(g.item, Item::Rating(_)))
+            .collect();
+        let ids: Vec<String> = ratings.iter().map(|g| g.item.id().to_string()).collect();
+        assert!(
+            ids.len() > ids.iter().collect::<HashSet<_>>().len(),
+            "the workload repeats some ids"
+        );
+        let requests = split_requests(ratings, 50);
+        for r in &requests {
+            assert!(!r.is_empty() && r.len() <= 50);
+            let unique: HashSet<&str> = r.iter().map(|g| g.item.id()).collect();
+            assert_eq!(unique.len(), r.len());
+        }
+        let flat: Vec<String> = requests
+            .iter()
+            .flatten()
+            .map(|g| g.item.id().to_string())
+            .collect();
+        assert_eq!(flat, ids);
+    }
 
     #[test]
     fn deterministic_and_shaped_as_documented() {

@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use feedback_events::json::{self, FieldError, Limits};
 use feedback_kafka::FeedbackProducer;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::apikeys::{ApiKeys, AuthError};
 use crate::config::Common;
@@ -64,6 +64,21 @@ pub struct Args {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub allow_anonymous: bool,
+    /// How long a request body may take to arrive, in seconds; slower uploads get 408.
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_BODY_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub body_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, in seconds; slower
+    /// connections are closed (slow-header attacks hold nothing for long).
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_HEADER_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_timeout_secs: u64,
     #[command(subcommand)]
     pub command: Option<CollectorCommand>,
 }
@@ -155,6 +170,7 @@ struct AppState {
     limits: Limits,
     max_body_bytes: usize,
     max_batch_items: usize,
+    body_timeout: std::time::Duration,
     metrics: Metrics,
     registry: Registry,
 }
@@ -182,18 +198,6 @@ impl Kind {
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
-}
-
-fn invalid(errors: Vec<FieldError>, items: usize) -> Response {
-    let bad: std::collections::BTreeSet<usize> = errors.iter().map(|e| e.index).collect();
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(json!({
-            "error": format!("{} of {items} item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again", bad.len()),
-            "errors": errors,
-        })),
-    )
-        .into_response()
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -232,32 +236,36 @@ async fn ingest(
 
 enum BodyError {
     TooLarge,
+    /// The body did not arrive within the body timeout.
+    Slow {
+        received: usize,
+    },
     Read(String),
 }
 
 /// How much of an oversized body is read and discarded before answering 413, so that the
 /// client sees the answer instead of a connection reset (a lingering close, bounded).
 const DRAIN_CAP_BYTES: usize = 64 * 1024 * 1024;
-const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads the body up to `limit` bytes; past it, drains (bounded) and reports `TooLarge`.
-async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+/// The whole body must arrive within `timeout` (slow or stalled uploads get `Slow`, and a
+/// client that goes away mid-body gets `Read`: neither holds anything but this request).
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, BodyError> {
     use http_body_util::BodyExt;
     let mut buf = Vec::new();
     let mut seen = 0usize;
-    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(f))) => f,
             Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
             Ok(None) => break,
             Err(_) if seen > limit => return Err(BodyError::TooLarge),
-            Err(_) => {
-                return Err(BodyError::Read(format!(
-                    "body not received within {}s",
-                    DRAIN_DEADLINE.as_secs()
-                )))
-            }
+            Err(_) => return Err(BodyError::Slow { received: seen }),
         };
         if let Ok(data) = frame.into_data() {
             seen += data.len();
@@ -272,26 +280,6 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
         Err(BodyError::TooLarge)
     } else {
         Ok(buf)
-    }
-}
-
-/// Validates every item; all valid items, or every error of every item.
-fn validate_all<T>(
-    items: &[Value],
-    f: impl Fn(&Value, usize) -> Result<T, Vec<FieldError>>,
-) -> Result<Vec<T>, Vec<FieldError>> {
-    let mut ok = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (i, v) in items.iter().enumerate() {
-        match f(v, i) {
-            Ok(x) => ok.push(x),
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(ok)
-    } else {
-        Err(errors)
     }
 }
 
@@ -328,9 +316,18 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             ),
         )
     };
-    let bytes = match read_body(body, s.max_body_bytes).await {
+    let bytes = match read_body(body, s.max_body_bytes, s.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Slow { received }) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}s ({received} bytes received); send the whole body without pausing, or smaller batches",
+                    s.body_timeout.as_secs()
+                ),
+            )
+        }
         Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -338,95 +335,59 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             )
         }
     };
-    let value: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "malformed JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        }
+    let batch_kind = match kind {
+        Kind::Interactions => json::BatchKind::Interactions,
+        Kind::Ratings => json::BatchKind::Ratings,
     };
-    let mut items: Vec<Value> = match value {
-        Value::Array(a) => a,
-        obj @ Value::Object(_) => vec![obj],
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("body must be a JSON object or an array of objects, not {other}"),
-            )
-        }
-    };
-    if items.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the batch is empty; send at least one item",
-        );
-    }
-    if items.len() > s.max_batch_items {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the batch has {} items; at most {} are accepted per request",
-                items.len(),
-                s.max_batch_items
-            ),
-        );
-    }
-    if let Some(svc) = &service {
-        if let Some(resp) = bind_service(s, &mut items, svc) {
-            return resp;
-        }
-    }
     let now = chrono::Utc::now().timestamp_millis();
-    let n = items.len();
-    let rejected = |errors| {
-        s.metrics
-            .events
-            .with_label_values(&[kind.name(), "rejected"])
-            .inc_by(n as u64);
-        invalid(errors, n)
-    };
-    let started = Instant::now();
-    let (result, ids) = match kind {
-        Kind::Interactions => {
-            match validate_all(&items, |v, i| json::interaction(v, i, &s.limits, now))
-                .and_then(|ok| pseudonymous(ok, |x| &x.customer_ref))
-            {
-                Err(errors) => return rejected(errors),
-                Ok(ok) => (
-                    s.producer.send_interactions(&ok).await,
-                    ok.into_iter().map(|x| x.interaction_id).collect::<Vec<_>>(),
-                ),
+    let batch = match json::parse_batch(
+        &bytes,
+        batch_kind,
+        &s.limits,
+        s.max_batch_items,
+        now,
+        service.as_deref(),
+    )
+    .and_then(pseudonymous)
+    {
+        Ok(b) => b,
+        Err(r) => {
+            if r.status == 403 {
+                s.metrics
+                    .auth_failures
+                    .with_label_values(&["wrong_service"])
+                    .inc();
             }
+            if r.items > 0 {
+                s.metrics
+                    .events
+                    .with_label_values(&[kind.name(), "rejected"])
+                    .inc_by(r.items as u64);
+            }
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            return (status, Json(r.body())).into_response();
         }
-        Kind::Ratings => match validate_all(&items, |v, i| json::rating(v, i, &s.limits, now))
-            .and_then(|ok| pseudonymous(ok, |x| &x.customer_ref))
-        {
-            Err(errors) => return rejected(errors),
-            Ok(mut ok) => (
-                {
-                    // Redacted here to count by type; the producer library redacts again
-                    // (a no-op on placeholders) so no caller can skip it.
-                    for r in &mut ok {
-                        for (t, c) in feedback_kafka::redact_rating(r).by_type() {
-                            if c > 0 {
-                                s.metrics
-                                    .redactions
-                                    .with_label_values(&[t])
-                                    .inc_by(c.into());
-                            }
-                        }
+    };
+    let n = batch.len();
+    let ids = batch.ids();
+    let started = Instant::now();
+    let result = match batch {
+        json::Batch::Interactions(ok) => s.producer.send_interactions(&ok).await,
+        json::Batch::Ratings(mut ok) => {
+            // Redacted here to count by type; the producer library redacts again (a no-op
+            // on placeholders) so no caller can skip it.
+            for r in &mut ok {
+                for (t, c) in feedback_kafka::redact_rating(r).by_type() {
+                    if c > 0 {
+                        s.metrics
+                            .redactions
+                            .with_label_values(&[t])
+                            .inc_by(c.into());
                     }
-                    s.producer.send_ratings(&ok).await
-                },
-                ok.into_iter().map(|x| x.rating_id).collect(),
-            ),
-        },
+                }
+            }
+            s.producer.send_ratings(&ok).await
+        }
     };
     s.metrics
         .produce
@@ -474,42 +435,18 @@ fn unauthorized(s: &AppState, e: AuthError) -> Response {
 /// The key's service is every item's service: filled in where absent; a request with an
 /// item naming another service is refused whole (403), so one service cannot emit as another.
 /// Returns the refusal, if any.
-fn bind_service(s: &AppState, items: &mut [Value], service: &str) -> Option<Response> {
-    for (i, item) in items.iter_mut().enumerate() {
-        let Value::Object(obj) = item else { continue };
-        match obj.get("service") {
-            None | Some(Value::Null) => {
-                obj.insert("service".into(), Value::String(service.to_string()));
-            }
-            Some(Value::String(named)) if named == service => {}
-            Some(Value::String(named)) => {
-                s.metrics
-                    .auth_failures
-                    .with_label_values(&["wrong_service"])
-                    .inc();
-                return Some(error(
-                    StatusCode::FORBIDDEN,
-                    format!("item {i} names service {named:?}, but this API key belongs to service {service:?}; nothing was accepted. Send each service's events with its own key, or leave `service` out to have it filled in"),
-                ));
-            }
-            // Not a string: validation reports it.
-            Some(_) => {}
-        }
-    }
-    None
-}
-
 /// `customer_ref` must be a pseudonymous id (a customer number, a UUID), never an e-mail
 /// address, phone number, card number or IBAN: such items are refused with a field error.
-fn pseudonymous<T>(
-    items: Vec<T>,
-    customer_ref: impl Fn(&T) -> &String,
-) -> Result<Vec<T>, Vec<FieldError>> {
-    let errors: Vec<FieldError> = items
+fn pseudonymous(batch: json::Batch) -> Result<json::Batch, json::Rejection> {
+    let refs: Vec<&str> = match &batch {
+        json::Batch::Interactions(v) => v.iter().map(|x| x.customer_ref.as_str()).collect(),
+        json::Batch::Ratings(v) => v.iter().map(|x| x.customer_ref.as_str()).collect(),
+    };
+    let errors: Vec<FieldError> = refs
         .iter()
         .enumerate()
-        .filter_map(|(index, x)| {
-            feedback_redact::personal_data_kind(customer_ref(x)).map(|kind| FieldError {
+        .filter_map(|(index, r)| {
+            feedback_redact::personal_data_kind(r).map(|kind| FieldError {
                 index,
                 field: "customer_ref".into(),
                 reason: format!("looks like a {kind} (personal data); send the customer's pseudonymous id (customer number or UUID) instead"),
@@ -517,10 +454,18 @@ fn pseudonymous<T>(
         })
         .collect();
     if errors.is_empty() {
-        Ok(items)
-    } else {
-        Err(errors)
+        return Ok(batch);
     }
+    let n = refs.len();
+    Err(json::Rejection {
+        status: 422,
+        error: format!(
+            "{} of {n} item(s) are invalid; nothing was accepted. Fix the fields listed in `errors` and send the batch again",
+            errors.len()
+        ),
+        errors,
+        items: n,
+    })
 }
 
 /// `feedback collector keygen --service X`.
@@ -580,6 +525,7 @@ pub async fn run(
         limits,
         max_body_bytes: args.max_body_bytes,
         max_batch_items: args.max_batch_items,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
         metrics,
         registry,
     });
@@ -587,9 +533,76 @@ pub async fn run(
         anyhow::anyhow!("cannot listen on {}: {e}; is another collector running? choose another address with --listen", args.listen)
     })?;
     tracing::info!(listen = %args.listen, brokers = %args.common.brokers, "collector ready");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    serve(
+        listener,
+        router(state),
+        std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
+        shutdown,
+    )
+    .await;
     let _ = producer.flush(std::time::Duration::from_secs(10));
     Ok(())
+}
+
+/// `axum::serve`, plus hyper's header-read timeout (which needs a timer that axum::serve
+/// does not give hyper): a connection that does not deliver its request headers within
+/// `header_timeout` is closed. On shutdown, stops accepting and lets requests in flight
+/// finish (at most 10 s).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    use hyper::server::conn::http1::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // HTTP/1.1 only, as axum::serve served it here (axum's http2 feature is off).
+    let mut builder = Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        // hyper's header timer starts once a request begins: a client that connects and
+        // says nothing is closed here.
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                return;
+            }
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running 10 s after shutdown began; stopping anyway");
+    }
 }

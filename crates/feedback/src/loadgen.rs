@@ -150,7 +150,7 @@ async fn send(
 }
 
 /// Splits the items of one tick into requests of at most `max` items of one kind,
-/// interactions first, each kind in generation order. Items of a tick (50 ms) may swap order
+/// interactions first, each kind in generation order, no id twice in one request. Items of a tick (50 ms) may swap order
 /// across kinds; a rating generated early by more than a tick still arrives early.
 pub fn split_batches(items: Vec<Generated>, max: usize) -> Vec<Vec<Generated>> {
     let (interactions, ratings): (Vec<Generated>, Vec<Generated>) = items
@@ -158,10 +158,7 @@ pub fn split_batches(items: Vec<Generated>, max: usize) -> Vec<Vec<Generated>> {
         .partition(|g| matches!(g.item, Item::Interaction(_)));
     let mut out = Vec::new();
     for kind in [interactions, ratings] {
-        let mut it = kind.into_iter().peekable();
-        while it.peek().is_some() {
-            out.push(it.by_ref().take(max.max(1)).collect());
-        }
+        out.extend(feedback_workload::split_requests(kind, max));
     }
     out
 }

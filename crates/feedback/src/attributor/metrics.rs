@@ -130,10 +130,11 @@ impl Metrics {
         for result in ["committed", "aborted"] {
             m.transactions.with_label_values(&[result]);
         }
-        for reason in feedback_events::codec::DecodeError::CODES
-            .iter()
-            .chain(&["wrong_schema"])
-        {
+        for reason in feedback_events::codec::DecodeError::CODES.iter().chain(&[
+            "wrong_schema",
+            "oversized",
+            "invalid_event",
+        ]) {
             m.dead_letters.with_label_values(&[reason]);
         }
         r.register(Box::new(m.events_in.clone()))?;

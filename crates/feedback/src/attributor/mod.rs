@@ -1,6 +1,6 @@
 //! `feedback attributor`: consume interactions and ratings, attribute each to its team,
-//! join ratings to interactions, write attributed events; undecodable input goes to the
-//! dead-letter topic with its reason.
+//! join ratings to interactions, write attributed events; undecodable, oversized or
+//! rule-breaking input goes to the dead-letter topic with its reason.
 //!
 //! Exactly-once: every batch is one Kafka transaction holding the attributed events, the
 //! dead letters, the state changes (changelog topic) and the consumed offsets, so for
@@ -69,6 +69,14 @@ pub struct Args {
         default_value_t = 10_000
     )]
     pub transaction_timeout_ms: u64,
+    /// Largest input message, in bytes; larger ones are dead-lettered as `oversized`
+    /// (any event the collector accepts is under 20 KB).
+    #[arg(
+        long,
+        env = "FEEDBACK_ATTRIBUTOR_MAX_MESSAGE_BYTES",
+        default_value_t = 64 * 1024
+    )]
+    pub max_message_bytes: usize,
     /// Address of the /metrics endpoint.
     #[arg(
         long,

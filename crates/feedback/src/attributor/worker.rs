@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use feedback_events::codec::{decode, Decoded};
+use feedback_events::json::{self, FieldError, Limits};
 use feedback_events::{AttributedEvent, Encoded, Event, SourceRef};
 use feedback_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use feedback_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -32,6 +33,27 @@ use super::changelog::{restore, Ctx, Rebalanced};
 use super::metrics::Metrics;
 use super::Args;
 use crate::now_ms;
+
+/// Most bytes of a message kept in its dead letter (the rest is cut; header `payload_bytes`
+/// then gives the original size).
+pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// The dead-letter text of an event that breaks the collector's field rules.
+fn contract_error(errors: &[FieldError]) -> String {
+    let list: Vec<String> = errors
+        .iter()
+        .take(10)
+        .map(|e| format!("`{}` {}", e.field, e.reason))
+        .collect();
+    let more = match errors.len() {
+        n if n > 10 => format!(" (and {} more)", n - 10),
+        _ => String::new(),
+    };
+    format!(
+        "event breaks the collector's field rules: {}{more}; producers must send only what the collector would accept",
+        list.join("; ")
+    )
+}
 
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -101,6 +123,8 @@ pub struct Worker {
     /// Input partition numbers currently assigned (either topic).
     assigned: BTreeSet<i32>,
     buf: Vec<u8>,
+    /// The collector's field rules, enforced on every input event.
+    limits: Limits,
 }
 
 impl Worker {
@@ -249,6 +273,7 @@ impl Worker {
             stale: HashMap::new(),
             assigned: BTreeSet::new(),
             buf: Vec::with_capacity(512),
+            limits: Limits::default(),
         })
     }
 
@@ -646,15 +671,31 @@ impl Worker {
                 key: "source_offset",
                 value: Some(m.offset().to_string().as_str()),
             });
+        // A dead letter carries at most DEAD_LETTER_PAYLOAD_BYTES of the message, so an
+        // oversized one cannot make the dead-letter write itself fail (and the partition stall).
+        let payload = m.payload().unwrap_or(&[]);
+        let (payload, headers) = if payload.len() > DEAD_LETTER_PAYLOAD_BYTES {
+            (
+                &payload[..DEAD_LETTER_PAYLOAD_BYTES],
+                headers.insert(Header {
+                    key: "payload_bytes",
+                    value: Some(payload.len().to_string().as_str()),
+                }),
+            )
+        } else {
+            (payload, headers)
+        };
         let key = m
             .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .map(|k| {
+                String::from_utf8_lossy(&k[..k.len().min(DEAD_LETTER_PAYLOAD_BYTES)]).into_owned()
+            })
             .unwrap_or_default();
         self.send(
             &self.topics.deadletter,
             None,
             &key,
-            Some(m.payload().unwrap_or(&[])),
+            Some(payload),
             Some(headers),
         )
     }
@@ -698,18 +739,36 @@ impl Worker {
                 offset: m.offset(),
             };
             let now = now_ms();
-            let outcome = match decode(m.payload().unwrap_or(&[])) {
-                Ok(Decoded::Interaction(i)) if !is_ratings => {
-                    Ok(self.engine(p).on_interaction(i, source, now))
+            let payload = m.payload().unwrap_or(&[]);
+            let outcome = if payload.len() > self.args.max_message_bytes {
+                Err((
+                    "oversized",
+                    format!(
+                        "message is {} bytes; at most {} are accepted (--max-message-bytes), far above any event the collector accepts",
+                        payload.len(),
+                        self.args.max_message_bytes
+                    ),
+                ))
+            } else {
+                match decode(payload) {
+                    Ok(Decoded::Interaction(i)) if !is_ratings => {
+                        match json::check_interaction(&i, &self.limits) {
+                            Ok(()) => Ok(self.engine(p).on_interaction(i, source, now)),
+                            Err(errors) => Err(("invalid_event", contract_error(&errors))),
+                        }
+                    }
+                    Ok(Decoded::Rating(r)) if is_ratings => {
+                        match json::check_rating(&r, &self.limits) {
+                            Ok(()) => Ok(self.engine(p).on_rating(r, source, now)),
+                            Err(errors) => Err(("invalid_event", contract_error(&errors))),
+                        }
+                    }
+                    Ok(_) => Err((
+                        "wrong_schema",
+                        format!("message on {} holds another record type", m.topic()),
+                    )),
+                    Err(e) => Err((e.code(), e.to_string())),
                 }
-                Ok(Decoded::Rating(r)) if is_ratings => {
-                    Ok(self.engine(p).on_rating(r, source, now))
-                }
-                Ok(_) => Err((
-                    "wrong_schema",
-                    format!("message on {} holds another record type", m.topic()),
-                )),
-                Err(e) => Err((e.code(), e.to_string())),
             };
             match outcome {
                 Ok(Outcome::Emit(list)) => {

@@ -24,6 +24,9 @@ use super::context::SinkContext;
 use super::metrics::Metrics;
 use super::tables_of;
 
+/// Most bytes of a message published with a dead letter (as in the attributor).
+const DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
+
 /// Prefix of every sink INSERT's query_id: `fbsink/<db>/<instance>-<seq>/<parts>/<table>-<n>`
 /// where `<parts>` is `topic#p.p;topic#p`.
 pub const QUERY_ID_PREFIX: &str = "fbsink/";
@@ -368,8 +371,23 @@ impl Lander {
                     key: LANDED_HEADER,
                     value: Some(LANDED_CLICKHOUSE),
                 });
+            // At most 64 KiB of the message, like the attributor's dead letters: a larger
+            // one would be refused (librdkafka's 1,000,000-byte default); the row keeps it all.
+            let payload = d.payload.as_bytes();
+            let size = payload.len().to_string();
+            let (payload, headers) = if payload.len() > DEAD_LETTER_PAYLOAD_BYTES {
+                (
+                    &payload[..DEAD_LETTER_PAYLOAD_BYTES],
+                    headers.insert(Header {
+                        key: "payload_bytes",
+                        value: Some(size.as_str()),
+                    }),
+                )
+            } else {
+                (payload, headers)
+            };
             let rec = FutureRecord::<str, [u8]>::to(&self.topics.deadletter)
-                .payload(d.payload.as_bytes())
+                .payload(payload)
                 .headers(headers);
             match self.dlq.send_result(rec) {
                 Ok(f) => pending.push(f),
