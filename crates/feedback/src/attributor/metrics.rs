@@ -30,7 +30,7 @@ impl Metrics {
             events_in: IntCounterVec::new(
                 Opts::new(
                     "feedback_attributor_events_in_total",
-                    "Input messages by kind (interaction, rating)",
+                    "Input messages by kind (interaction, rating), counted when their transaction commits",
                 ),
                 &["kind"],
             )?,
@@ -44,7 +44,7 @@ impl Metrics {
             duplicates: IntCounterVec::new(
                 Opts::new(
                     "feedback_attributor_duplicates_total",
-                    "Input events whose id was already seen within the horizon",
+                    "Input events whose id was already seen within the horizon (committed transactions only)",
                 ),
                 &["kind"],
             )?,

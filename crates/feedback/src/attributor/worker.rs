@@ -89,6 +89,10 @@ fn key_of(a: &AttributedEvent) -> &str {
 /// Counts to publish once the transaction that produced them commits.
 #[derive(Default)]
 struct Pending {
+    /// Inputs and duplicates by kind, counted when their transaction commits (an aborted
+    /// batch is read again, and must not be counted twice).
+    inputs: HashMap<&'static str, u64>,
+    duplicates: HashMap<&'static str, u64>,
     out: HashMap<(&'static str, &'static str, String), u64>,
     orphans: u64,
     dead: HashMap<&'static str, u64>,
@@ -349,6 +353,12 @@ impl Worker {
     }
 
     fn publish(&mut self, p: Pending) {
+        for (kind, n) in p.inputs {
+            self.metrics.events_in.with_label_values(&[kind]).inc_by(n);
+        }
+        for (kind, n) in p.duplicates {
+            self.metrics.duplicates.with_label_values(&[kind]).inc_by(n);
+        }
         for ((kind, method, team), n) in p.out {
             self.metrics
                 .events_out
@@ -732,7 +742,7 @@ impl Worker {
             }
             let is_ratings = m.topic() == self.topics.ratings;
             let kind = if is_ratings { "rating" } else { "interaction" };
-            self.metrics.events_in.with_label_values(&[kind]).inc();
+            *pending.inputs.entry(kind).or_default() += 1;
             let source = SourceRef {
                 topic: m.topic().to_string(),
                 partition: p,
@@ -778,7 +788,7 @@ impl Worker {
                     }
                 }
                 Ok(Outcome::Duplicate(released)) => {
-                    self.metrics.duplicates.with_label_values(&[kind]).inc();
+                    *pending.duplicates.entry(kind).or_default() += 1;
                     for a in &released {
                         self.emit(a, &mut pending)?;
                     }
