@@ -193,14 +193,23 @@ impl Worker {
         if created {
             tracing::info!(topic = %changelog, partitions = pi, "created the state changelog topic");
         }
-        match feedback_kafka::admin::describe_topic(&kafka, &changelog, t)
-            .map_err(anyhow::Error::msg)?
-        {
+        // A just-created topic can be missing from the metadata for a moment: ask again,
+        // for at most ten seconds.
+        let mut described = None;
+        for _ in 0..20 {
+            described = feedback_kafka::admin::describe_topic(&kafka, &changelog, t)
+                .map_err(anyhow::Error::msg)?;
+            if described.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        match described {
             Some((pc, _)) if pc == pi => {}
             Some((pc, _)) => anyhow::bail!(
                 "state changelog {changelog} has {pc} partitions but the input topics have {pi}; partition state follows partition numbers, so they must match (delete the changelog only if you accept losing the join and dedup state)"
             ),
-            None => anyhow::bail!("state changelog {changelog} does not exist after creating it"),
+            None => anyhow::bail!("state changelog {changelog} does not exist 10 s after creating it; check the broker's log, and that this user may create and describe topics"),
         }
 
         let ctx = Ctx {
