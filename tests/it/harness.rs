@@ -206,10 +206,17 @@ impl Env {
         t.partitions()
             .iter()
             .map(|p| {
-                let (lo, hi) = c
-                    .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                    .unwrap();
-                hi - lo
+                // A just-created topic's partition may have no leader for a moment
+                // (NotLeaderForPartition): ask again, at most 20 times.
+                let mut last = None;
+                for _ in 0..20 {
+                    match c.fetch_watermarks(topic, p.id(), Duration::from_secs(10)) {
+                        Ok((lo, hi)) => return hi - lo,
+                        Err(e) => last = Some(e),
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                panic!("watermarks of {topic}/{}: {last:?}", p.id())
             })
             .sum()
     }
