@@ -216,7 +216,15 @@ pub async fn run(
                 tokio::task::block_in_place(|| lander.observe_lag(&consumer));
             }
             m = consumer.recv() => {
-                let m = m.context("Kafka consumer error")?;
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        consumer_error(e)?;
+                        // librdkafka reconnects by itself; do not spin on a stream of errors.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
                 apply_revokes(&context, &mut batch, &mut lander);
                 let key = (m.topic().to_string(), m.partition());
                 if !lander.landed.contains_key(&key) {
@@ -256,5 +264,43 @@ fn apply_revokes(context: &SinkContext, batch: &mut Batch, lander: &mut Lander) 
     batch.drop_partitions(&revoked);
     for k in &revoked {
         lander.landed.remove(k);
+    }
+}
+
+/// A consumer error: fatal ones end the sink (restart it), transient ones (a broker
+/// restarting, connections down) are logged and consumption goes on once librdkafka has
+/// reconnected. Before this, a Kafka broker restart made every sink exit and crash-loop
+/// until the broker answered again (found by `feedback drill`).
+fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
+    use rdkafka::error::KafkaError;
+    match e {
+        KafkaError::MessageConsumptionFatal(_) => {
+            Err(anyhow::Error::new(e).context("fatal Kafka consumer error"))
+        }
+        e => {
+            tracing::warn!(error = %e, "Kafka consumer error; going on once Kafka answers again");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod consumer_error_tests {
+    use super::consumer_error;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_fatal_consumer_errors_end_the_sink() {
+        for code in [
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::CoordinatorNotAvailable,
+        ] {
+            assert!(consumer_error(KafkaError::MessageConsumption(code)).is_ok());
+        }
+        assert!(consumer_error(KafkaError::MessageConsumptionFatal(
+            RDKafkaErrorCode::FencedInstanceId
+        ))
+        .is_err());
     }
 }
