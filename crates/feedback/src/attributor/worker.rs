@@ -273,11 +273,12 @@ impl Worker {
                     }
                     Some(Err(e)) => {
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
-                            anyhow::bail!(
-                                "another attributor joined group {} as instance {:?}: give every instance its own --instance ({e})",
-                                self.args.group,
-                                self.args.instance_name()
-                            );
+                            return Err(FencedInstance {
+                                group: self.args.group.clone(),
+                                instance: self.args.instance_name(),
+                                error: e.to_string(),
+                            }
+                            .into());
                         }
                         tracing::warn!(error = %e, "Kafka consumer error");
                         break;
@@ -768,3 +769,27 @@ impl Worker {
             .expect("engine presence checked by the caller")
     }
 }
+
+/// The group coordinator fenced this consumer's static membership (`group.instance.id`).
+/// Either another instance runs with the same `--instance`, or this instance's own session
+/// expired while Kafka was unreachable (a broker restart longer than the session timeout):
+/// librdkafka then rejoins under a new member id and the coordinator fences the old one,
+/// which librdkafka reports as fatal.
+#[derive(Debug)]
+pub struct FencedInstance {
+    pub group: String,
+    pub instance: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for FencedInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fenced out of group {} as instance {:?} ({})",
+            self.group, self.instance, self.error
+        )
+    }
+}
+
+impl std::error::Error for FencedInstance {}
