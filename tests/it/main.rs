@@ -9,6 +9,7 @@ mod board;
 mod cli;
 mod clickhouse_versions;
 mod collector_errors;
+mod fault_drill;
 mod harness;
 mod pipeline;
 mod producer_lib;
