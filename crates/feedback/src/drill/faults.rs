@@ -110,6 +110,9 @@ impl Service {
 pub struct Services {
     cmds: ServiceCommands,
     down: Arc<Mutex<Vec<Service>>>,
+    /// Held while a command runs: the guard waits for an interrupted stop to finish
+    /// before it starts the service again.
+    busy: Arc<Mutex<()>>,
 }
 
 /// How long one start command may take before the drill gives up on it.
@@ -154,6 +157,7 @@ impl Services {
         Services {
             cmds,
             down: Arc::new(Mutex::new(Vec::new())),
+            busy: Arc::new(Mutex::new(())),
         }
     }
 
@@ -169,9 +173,13 @@ impl Services {
     pub async fn stop(&self, s: Service) -> anyhow::Result<()> {
         self.down.lock().unwrap().push(s);
         let cmd = self.cmd(s, false);
-        tokio::task::spawn_blocking(move || run_shell(&cmd))
-            .await?
-            .with_context(|| format!("stopping {} failed", s.name()))
+        let busy = self.busy.clone();
+        tokio::task::spawn_blocking(move || {
+            let _g = busy.lock().unwrap_or_else(|p| p.into_inner());
+            run_shell(&cmd)
+        })
+        .await?
+        .with_context(|| format!("stopping {} failed", s.name()))
     }
 
     /// Starts `s` (three attempts); it counts as up again only when a command succeeded.
@@ -180,7 +188,13 @@ impl Services {
         let mut last = None;
         for _ in 0..3 {
             let c = cmd.clone();
-            match tokio::task::spawn_blocking(move || run_shell(&c)).await? {
+            let busy = self.busy.clone();
+            match tokio::task::spawn_blocking(move || {
+                let _g = busy.lock().unwrap_or_else(|p| p.into_inner());
+                run_shell(&c)
+            })
+            .await?
+            {
                 Ok(()) => {
                     self.down.lock().unwrap().retain(|d| *d != s);
                     return Ok(());
@@ -201,7 +215,9 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        let down: Vec<Service> = std::mem::take(&mut *self.down.lock().unwrap());
+        let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let down: Vec<Service> =
+            std::mem::take(&mut *self.down.lock().unwrap_or_else(|p| p.into_inner()));
         for s in down {
             let cmd = self.cmd(s, true);
             eprintln!("drill: starting {} again: {cmd}", s.name());
@@ -240,5 +256,39 @@ mod tests {
             .all(|(d, _)| (500..=3000).contains(&(d.as_millis() as u64))));
         assert_eq!(a, p(7));
         assert_ne!(a, p(8));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_starts_again_what_was_stopped_and_only_that() {
+        let dir = std::env::temp_dir().join(format!("drill-guard-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mark = |n: &str| format!("touch {}", dir.join(n).display());
+        let services = Services::new(ServiceCommands {
+            kafka_stop: "true".into(),
+            kafka_start: mark("kafka-started"),
+            clickhouse_stop: "true".into(),
+            clickhouse_start: mark("clickhouse-started"),
+        });
+        services.stop(Service::Kafka).await.unwrap();
+        services.stop(Service::Clickhouse).await.unwrap();
+        services.start(Service::Clickhouse).await.unwrap();
+        std::fs::remove_file(dir.join("clickhouse-started")).unwrap();
+        drop(services); // as when a drill fails with Kafka down
+        assert!(dir.join("kafka-started").exists());
+        assert!(!dir.join("clickhouse-started").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_stop_command_says_which_and_why() {
+        let services = Services::new(ServiceCommands {
+            kafka_stop: "echo no such broker >&2; exit 3".into(),
+            kafka_start: "true".into(),
+            clickhouse_stop: "true".into(),
+            clickhouse_start: "true".into(),
+        });
+        let e = format!("{:#}", services.stop(Service::Kafka).await.unwrap_err());
+        assert!(e.contains("stopping Kafka failed"), "{e}");
+        assert!(e.contains("no such broker"), "{e}");
     }
 }

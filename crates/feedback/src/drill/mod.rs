@@ -204,7 +204,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let drill = drill(&args, &name, &log_dir, &services);
     let result = tokio::select! {
         r = drill => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = crate::shutdown::signal() => Err(anyhow::anyhow!("interrupted (Ctrl-C or SIGTERM); the components were killed, Kafka and ClickHouse are started again")),
     };
     // `services` starts again anything still stopped when dropped here.
     drop(services);
