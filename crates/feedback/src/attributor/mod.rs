@@ -124,6 +124,8 @@ pub async fn run(
 /// Fenced this many times within [`FENCE_WINDOW`]: another instance shares the name.
 const FENCE_LIMIT: usize = 3;
 const FENCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// Fresh workers after a lost producer allowed within [`FENCE_WINDOW`].
+const PRODUCER_LOST_LIMIT: usize = 5;
 
 /// Runs the worker; when the group coordinator fences it, starts a fresh worker (new
 /// consumer and producer, state restored from the changelog) instead of exiting. A Kafka
@@ -133,9 +135,27 @@ const FENCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 /// [`FENCE_LIMIT`] times within [`FENCE_WINDOW`] still ends the process with that diagnosis.
 fn run_worker(args: Args, metrics: metrics::Metrics, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut fenced: std::collections::VecDeque<std::time::Instant> = Default::default();
+    let mut lost: std::collections::VecDeque<std::time::Instant> = Default::default();
     loop {
         let r = worker::Worker::start(args.clone(), metrics.clone())?.run(stop);
         let Err(e) = r else { return Ok(()) };
+        if let Some(p) = e.downcast_ref::<worker::ProducerLost>() {
+            // Same as a process restart (the SIGKILL-tested path), without leaving the
+            // process: found by `feedback drill`, where the attributor exited on it twice
+            // in 17 broker restarts. Bounded, in case Kafka keeps failing it.
+            let now = std::time::Instant::now();
+            lost.push_back(now);
+            lost.retain(|t| now.duration_since(*t) <= FENCE_WINDOW);
+            if lost.len() > PRODUCER_LOST_LIMIT || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(e.context(format!(
+                    "the transactional producer failed {} times within {}s; is Kafka healthy?",
+                    lost.len(),
+                    FENCE_WINDOW.as_secs()
+                )));
+            }
+            tracing::warn!(error = %p, "the transactional producer cannot go on; starting the worker again with a new producer (state from the changelog, input from the committed offsets)");
+            continue;
+        }
         let Some(f) = e.downcast_ref::<worker::FencedInstance>() else {
             return Err(e);
         };

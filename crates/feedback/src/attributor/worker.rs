@@ -309,7 +309,13 @@ impl Worker {
                     tracing::warn!(error = %format!("{e:#}"), "transaction aborted; restoring state from the changelog and rewinding to the committed offsets");
                     if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
                         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::State) {
-                            return Err(anyhow::anyhow!("cannot abort the Kafka transaction: {e}"));
+                            // librdkafka made the producer unusable (a fatal error, e.g.
+                            // INVALID_TXN_STATE when the coordinator expired the transaction
+                            // during a broker restart): only a new producer can go on.
+                            return Err(ProducerLost(format!(
+                                "cannot abort the Kafka transaction: {e}"
+                            ))
+                            .into());
                         }
                     }
                     self.rewind()?;
@@ -793,3 +799,17 @@ impl std::fmt::Display for FencedInstance {
 }
 
 impl std::error::Error for FencedInstance {}
+
+/// The transactional producer cannot go on (librdkafka raised a fatal error while aborting,
+/// seen when a broker restart outlasted the transaction timeout); a fresh worker with a new
+/// producer, state restored from the changelog, continues from the committed offsets.
+#[derive(Debug)]
+pub struct ProducerLost(pub String);
+
+impl std::fmt::Display for ProducerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProducerLost {}
