@@ -10,6 +10,7 @@
 #   deploy/local/stack.sh status    # exit 0 when both answer
 #   deploy/local/stack.sh reset     # stop and delete the data folder
 #   deploy/local/stack.sh stop-clickhouse | start-clickhouse   # ClickHouse alone (failure tests)
+#   deploy/local/stack.sh stop-kafka | start-kafka             # the Kafka broker alone (drills)
 #
 # Environment: FEEDBACK_LOCAL_DIR (data folder, default <repo>/.local),
 # KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), CLICKHOUSE_HTTP_PORT (8123),
@@ -228,5 +229,16 @@ case "${1:-}" in
       sleep 0.5
     done
     log "clickhouse answers" ;;
-  *) echo "usage: $0 install|start|stop|status|reset|stop-clickhouse|start-clickhouse|kafka-tool CLASS ARGS..." >&2; exit 2 ;;
+  # The Kafka broker alone (fault drills: restart it while the pipeline runs).
+  stop-kafka) stop_one kafka "$KAFKA_DIR/pid" ;;
+  start-kafka)
+    start_kafka
+    deadline=$((SECONDS + START_TIMEOUT_SECS))
+    until kafka_ready; do
+      [ $SECONDS -lt $deadline ] || die "kafka not ready after ${START_TIMEOUT_SECS}s; see $KAFKA_DIR/logs/server.log"
+      pid_alive "$KAFKA_DIR/pid" || die "kafka exited during start; see $KAFKA_DIR/logs/server.log and stdout.log"
+      sleep 0.5
+    done
+    log "kafka answers" ;;
+  *) echo "usage: $0 install|start|stop|status|reset|stop-clickhouse|start-clickhouse|stop-kafka|start-kafka|kafka-tool CLASS ARGS..." >&2; exit 2 ;;
 esac

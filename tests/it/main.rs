@@ -11,6 +11,7 @@ mod board;
 mod cli;
 mod clickhouse_versions;
 mod collector_errors;
+mod fault_drill;
 mod harness;
 mod hostile_kafka;
 mod pipeline;

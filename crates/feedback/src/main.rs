@@ -10,6 +10,7 @@ mod bench;
 mod board;
 mod collector;
 mod config;
+mod drill;
 mod erase;
 mod inspect;
 mod loadgen;
@@ -102,6 +103,10 @@ enum Command {
         )]
         ownership_dir: std::path::PathBuf,
     },
+    /// Fault drill: a seeded workload through collector, attributor and sink while they
+    /// are SIGKILLed and Kafka and ClickHouse restart; then every event is reconciled.
+    /// Exits 1 on any difference.
+    Drill(drill::Args),
 }
 
 #[derive(Subcommand)]
@@ -249,6 +254,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             event,
             ownership_dir,
         } => return Ok(inspect::explain_cmd(&ownership_dir, &event)),
+        Command::Drill(a) => return drill::run(a).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -123,8 +123,70 @@ pub async fn run(
     // calls block), so it runs on its own thread; the runtime keeps serving /metrics.
     let worker = std::thread::Builder::new()
         .name("attributor".into())
-        .spawn(move || worker::Worker::start(args, metrics)?.run(&stop))?;
+        .spawn(move || run_worker(args, metrics, &stop))?;
     tokio::task::spawn_blocking(move || worker.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the attributor thread panicked"))?
+}
+
+/// Fenced this many times within [`FENCE_WINDOW`]: another instance shares the name.
+const FENCE_LIMIT: usize = 3;
+const FENCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// Fresh workers after a lost producer allowed within [`FENCE_WINDOW`].
+const PRODUCER_LOST_LIMIT: usize = 5;
+
+/// Runs the worker; when the group coordinator fences it, starts a fresh worker (new
+/// consumer and producer, state restored from the changelog) instead of exiting. A Kafka
+/// broker restart longer than the session timeout fences a lone static member too (found
+/// by `feedback drill`): exiting then only moved the restart to a supervisor. Two live
+/// instances with one name fence each other again at once, so being fenced
+/// [`FENCE_LIMIT`] times within [`FENCE_WINDOW`] still ends the process with that diagnosis.
+fn run_worker(args: Args, metrics: metrics::Metrics, stop: &AtomicBool) -> anyhow::Result<()> {
+    let mut fenced: std::collections::VecDeque<std::time::Instant> = Default::default();
+    let mut lost: std::collections::VecDeque<std::time::Instant> = Default::default();
+    loop {
+        let r = worker::Worker::start(args.clone(), metrics.clone())?.run(stop);
+        let Err(e) = r else { return Ok(()) };
+        if let Some(p) = e.downcast_ref::<worker::ProducerLost>() {
+            // Same as a process restart (the SIGKILL-tested path), without leaving the
+            // process: found by `feedback drill`, where the attributor exited on it twice
+            // in 17 broker restarts. Bounded, in case Kafka keeps failing it.
+            let now = std::time::Instant::now();
+            lost.push_back(now);
+            lost.retain(|t| now.duration_since(*t) <= FENCE_WINDOW);
+            if lost.len() > PRODUCER_LOST_LIMIT || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(e.context(format!(
+                    "the transactional producer failed {} times within {}s; is Kafka healthy?",
+                    lost.len(),
+                    FENCE_WINDOW.as_secs()
+                )));
+            }
+            tracing::warn!(error = %p, "the transactional producer cannot go on; starting the worker again with a new producer (state from the changelog, input from the committed offsets)");
+            continue;
+        }
+        let Some(f) = e.downcast_ref::<worker::FencedInstance>() else {
+            return Err(e);
+        };
+        let now = std::time::Instant::now();
+        fenced.push_back(now);
+        while fenced
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > FENCE_WINDOW)
+        {
+            fenced.pop_front();
+        }
+        if fenced.len() >= FENCE_LIMIT || stop.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!(
+                "{f}, {} times within {}s: another attributor runs as instance {:?} in group {}; give every instance its own --instance",
+                fenced.len(),
+                FENCE_WINDOW.as_secs(),
+                f.instance,
+                f.group
+            );
+        }
+        tracing::warn!(
+            error = %f,
+            "fenced out of the consumer group (the session expired while Kafka was unreachable, or another instance uses the same --instance); starting the worker again"
+        );
+    }
 }

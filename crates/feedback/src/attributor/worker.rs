@@ -314,11 +314,12 @@ impl Worker {
                     }
                     Some(Err(e)) => {
                         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) {
-                            anyhow::bail!(
-                                "another attributor joined group {} as instance {:?}: give every instance its own --instance ({e})",
-                                self.args.group,
-                                self.args.instance_name()
-                            );
+                            return Err(FencedInstance {
+                                group: self.args.group.clone(),
+                                instance: self.args.instance_name(),
+                                error: e.to_string(),
+                            }
+                            .into());
                         }
                         tracing::warn!(error = %e, "Kafka consumer error");
                         break;
@@ -349,7 +350,13 @@ impl Worker {
                     tracing::warn!(error = %format!("{e:#}"), "transaction aborted; restoring state from the changelog and rewinding to the committed offsets");
                     if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
                         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::State) {
-                            return Err(anyhow::anyhow!("cannot abort the Kafka transaction: {e}"));
+                            // librdkafka made the producer unusable (a fatal error, e.g.
+                            // INVALID_TXN_STATE when the coordinator expired the transaction
+                            // during a broker restart): only a new producer can go on.
+                            return Err(ProducerLost(format!(
+                                "cannot abort the Kafka transaction: {e}"
+                            ))
+                            .into());
                         }
                     }
                     self.rewind()?;
@@ -849,3 +856,41 @@ impl Worker {
             .expect("engine presence checked by the caller")
     }
 }
+
+/// The group coordinator fenced this consumer's static membership (`group.instance.id`).
+/// Either another instance runs with the same `--instance`, or this instance's own session
+/// expired while Kafka was unreachable (a broker restart longer than the session timeout):
+/// librdkafka then rejoins under a new member id and the coordinator fences the old one,
+/// which librdkafka reports as fatal.
+#[derive(Debug)]
+pub struct FencedInstance {
+    pub group: String,
+    pub instance: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for FencedInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fenced out of group {} as instance {:?} ({})",
+            self.group, self.instance, self.error
+        )
+    }
+}
+
+impl std::error::Error for FencedInstance {}
+
+/// The transactional producer cannot go on (librdkafka raised a fatal error while aborting,
+/// seen when a broker restart outlasted the transaction timeout); a fresh worker with a new
+/// producer, state restored from the changelog, continues from the committed offsets.
+#[derive(Debug)]
+pub struct ProducerLost(pub String);
+
+impl std::fmt::Display for ProducerLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProducerLost {}

@@ -2,6 +2,7 @@
 
 use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 
+#[derive(Clone)]
 pub struct Metrics {
     pub rows: IntCounterVec,
     pub bytes: IntCounterVec,

@@ -70,6 +70,10 @@ pub struct Args {
     /// below the consumer's max.poll.interval.ms (300 s), in seconds.
     #[arg(long, env = "FEEDBACK_SINK_ABANDON_SECS", default_value_t = 120)]
     pub abandon_secs: u64,
+    /// How long a starting sink waits for ClickHouse to answer (it may be restarting)
+    /// before it gives up, in seconds.
+    #[arg(long, env = "FEEDBACK_SINK_STARTUP_WAIT_SECS", default_value_t = 120)]
+    pub startup_wait_secs: u64,
     /// Consumer session timeout: how long the group waits for a silent (crashed) instance
     /// before its partitions move, in milliseconds (the broker's minimum is 6000).
     #[arg(
@@ -142,18 +146,103 @@ pub async fn run(
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     crate::metrics::serve(args.metrics_listen, registry.clone()).await?;
-    let kafka = args.common.kafka();
-    kafka
+    args.common
+        .kafka()
         .check_credentials(std::time::Duration::from_secs(15))
         .map_err(anyhow::Error::msg)?;
-    let topics = args.common.topics();
     let ch = args.common.clickhouse()?;
     let url = args.common.clickhouse_url.clone();
-    let version = ch.server_version().await.with_context(|| {
-        format!("ClickHouse does not answer at {url}; is it running? (deploy/local/stack.sh start)")
-    })?;
+    let version =
+        wait_for_clickhouse(&ch, &url, Duration::from_secs(args.startup_wait_secs)).await?;
     check_schema(&ch, &url, &version).await?;
+    tokio::pin!(shutdown);
+    let mut fenced: std::collections::VecDeque<std::time::Instant> = Default::default();
+    loop {
+        let r = consume(&args, &ch, &metrics, &version, shutdown.as_mut()).await;
+        let Err(e) = r else { return Ok(()) };
+        if !e.is::<Fenced>() {
+            return Err(e);
+        }
+        let now = std::time::Instant::now();
+        fenced.push_back(now);
+        while fenced
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > FENCE_WINDOW)
+        {
+            fenced.pop_front();
+        }
+        if fenced.len() >= FENCE_LIMIT {
+            return Err(e.context(format!(
+                "fenced {} times within {}s: another sink runs with --instance-id {:?}; give every instance its own id",
+                fenced.len(),
+                FENCE_WINDOW.as_secs(),
+                args.instance_id.as_deref().unwrap_or("")
+            )));
+        }
+        tracing::warn!(error = %e, "fenced out of the consumer group (the session expired while Kafka was unreachable, or another sink uses the same --instance-id); consuming again with a fresh consumer");
+    }
+}
 
+/// Fenced this many times within [`FENCE_WINDOW`]: another instance shares the id.
+const FENCE_LIMIT: usize = 3;
+const FENCE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The group coordinator fenced this static member (`group.instance.id`): another sink has
+/// the same `--instance-id`, or this one's session expired while Kafka was unreachable (a
+/// broker restart longer than the session timeout), after which librdkafka rejoins under a
+/// new member id and reports the fencing of the old one as fatal. Found by `feedback drill`:
+/// the sink exited; it now consumes again with a fresh consumer (its landed positions come
+/// from ClickHouse, as after a restart).
+#[derive(Debug)]
+struct Fenced(String);
+
+impl std::fmt::Display for Fenced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "fenced out of the consumer group: {}", self.0)
+    }
+}
+
+impl std::error::Error for Fenced {}
+
+/// The server version, once ClickHouse answers; waits at most `wait` for it, so that a
+/// sink started during a ClickHouse restart or outage does not exit at once (found by
+/// `feedback drill`: a sink restarted during an outage crash-looped until it ended).
+async fn wait_for_clickhouse(ch: &Ch, url: &str, wait: Duration) -> anyhow::Result<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut logged = false;
+    loop {
+        match ch.server_version().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(error = %e, "ClickHouse does not answer at {url} yet; waiting up to {}s", wait.as_secs());
+                    logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "ClickHouse does not answer at {url} (waited {}s, --startup-wait-secs); is it running? (deploy/local/stack.sh start)",
+                    wait.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// Consumes and lands until `shutdown` resolves; a fresh consumer and landing state each call.
+async fn consume(
+    args: &Args,
+    ch: &Ch,
+    metrics: &Metrics,
+    version: &str,
+    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> anyhow::Result<()> {
+    let kafka = args.common.kafka();
+    let topics = args.common.topics();
+    let url = args.common.clickhouse_url.clone();
+    let ch = ch.clone();
+    let metrics = metrics.clone();
     let context = SinkContext::default();
     let mut config = kafka.client_config();
     if let Some(id) = &args.instance_id {
@@ -201,7 +290,6 @@ pub async fn run(
         ),
         seq: 0,
     };
-    tokio::pin!(shutdown);
     let flush_after = Duration::from_millis(args.flush_ms);
     let mut batch = Batch::default();
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
@@ -210,7 +298,7 @@ pub async fn run(
         let deadline = batch.opened.map(|o| o + flush_after);
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = shutdown.as_mut() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                 apply_revokes(&context, &mut batch, &mut lander);
                 lander.flush(&consumer, &mut batch).await;
@@ -219,7 +307,15 @@ pub async fn run(
                 tokio::task::block_in_place(|| lander.observe_lag(&consumer));
             }
             m = consumer.recv() => {
-                let m = m.context("Kafka consumer error")?;
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        consumer_error(e)?;
+                        // librdkafka reconnects by itself; do not spin on a stream of errors.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
                 apply_revokes(&context, &mut batch, &mut lander);
                 let key = (m.topic().to_string(), m.partition());
                 if !lander.landed.contains_key(&key) {
@@ -259,5 +355,50 @@ fn apply_revokes(context: &SinkContext, batch: &mut Batch, lander: &mut Lander) 
     batch.drop_partitions(&revoked);
     for k in &revoked {
         lander.landed.remove(k);
+    }
+}
+
+/// A consumer error: fatal ones end the sink (restart it), transient ones (a broker
+/// restarting, connections down) are logged and consumption goes on once librdkafka has
+/// reconnected. Before this, a Kafka broker restart made every sink exit and crash-loop
+/// until the broker answered again (found by `feedback drill`).
+fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    match e {
+        KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId) => {
+            Err(Fenced(e.to_string()).into())
+        }
+        KafkaError::MessageConsumptionFatal(_) => {
+            Err(anyhow::Error::new(e).context("fatal Kafka consumer error"))
+        }
+        e => {
+            tracing::warn!(error = %e, "Kafka consumer error; going on once Kafka answers again");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod consumer_error_tests {
+    use super::consumer_error;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_fatal_consumer_errors_end_the_sink() {
+        for code in [
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::CoordinatorNotAvailable,
+        ] {
+            assert!(consumer_error(KafkaError::MessageConsumption(code)).is_ok());
+        }
+        let fenced = consumer_error(KafkaError::MessageConsumptionFatal(
+            RDKafkaErrorCode::FencedInstanceId,
+        ))
+        .unwrap_err();
+        assert!(fenced.is::<super::Fenced>(), "{fenced}");
+        let other = consumer_error(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal))
+            .unwrap_err();
+        assert!(!other.is::<super::Fenced>(), "{other}");
     }
 }
