@@ -4,27 +4,15 @@
 //! in a TOML file passed with `--config` (keys are the long flag names without `--`, e.g.
 //! `brokers = "127.0.0.1:9092"`). Precedence: flag > environment > file > default.
 
-mod apikeys;
-mod attributor;
-mod bench;
-mod board;
-mod collector;
-mod config;
-mod drill;
-mod erase;
-mod inspect;
-mod loadgen;
-mod metrics;
-mod probe;
-mod shutdown;
-mod sink;
-mod watch;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use crate::config::Common;
+use feedback_runtime::{config, shutdown, Common};
+use feedback_tools::{bench, drill, erase, inspect, loadgen, probe, setup, watch};
+use {
+    feedback_attributor as attributor, feedback_board as board, feedback_collector as collector,
+    feedback_sink as sink,
+};
 
 #[derive(Parser)]
 #[command(
@@ -47,25 +35,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Create the Kafka topics (idempotent).
-    Topics {
-        #[command(flatten)]
-        common: Common,
-        /// Partitions per topic.
-        #[arg(long, env = "FEEDBACK_TOPIC_PARTITIONS", default_value_t = 4)]
-        partitions: i32,
-        /// Replication factor (1 on the local single-broker stack; 3 in production).
-        #[arg(long, env = "FEEDBACK_TOPIC_REPLICATION", default_value_t = 1)]
-        replication: i32,
-    },
+    Topics(setup::TopicsArgs),
     /// Create or upgrade the ClickHouse schema (idempotent, versioned).
-    Migrate {
-        #[command(flatten)]
-        common: Common,
-        /// Do not connect: print, as a JSON array, every statement a fresh database gets on
-        /// a server of this version (e.g. 26.9), for servers reached another way (chDB).
-        #[arg(long, value_name = "SERVER_VERSION")]
-        print_plan: Option<String>,
-    },
+    Migrate(setup::MigrateArgs),
     /// HTTP collector: POST /v1/interactions and /v1/ratings → Kafka.
     Collector(collector::Args),
     /// Attribute every event to its team and join ratings to interactions.
@@ -134,11 +106,6 @@ enum OwnershipCommand {
     },
 }
 
-/// Wall-clock time in UTC milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 fn main() -> ExitCode {
     if let Err(e) = config::load_file_into_env() {
         eprintln!("error: {e:#}");
@@ -174,57 +141,8 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Topics {
-            common,
-            partitions,
-            replication,
-        } => {
-            let created = feedback_kafka::admin::ensure_topics(
-                &common.kafka(),
-                &common.topics(),
-                partitions,
-                replication,
-            )
-            .await
-            .map_err(anyhow::Error::msg)?;
-            for t in common.topics().all() {
-                println!(
-                    "{t}: {}",
-                    if created.iter().any(|c| c == t) {
-                        "created"
-                    } else {
-                        "exists"
-                    }
-                );
-            }
-        }
-        Command::Migrate {
-            common,
-            print_plan: Some(server),
-        } => {
-            let plan = feedback_clickhouse::migrations::fresh_plan(
-                &common.clickhouse_database,
-                feedback_clickhouse::migrations::parse_version(&server),
-            );
-            println!("{}", serde_json::to_string_pretty(&plan)?);
-        }
-        Command::Migrate {
-            common,
-            print_plan: None,
-        } => {
-            let ch = common.clickhouse()?;
-            let version = ch.server_version().await?;
-            let applied = ch.migrate().await?;
-            println!(
-                "ClickHouse {version}, database {}: {}",
-                ch.database(),
-                if applied.is_empty() {
-                    "up to date".to_string()
-                } else {
-                    format!("applied migrations {applied:?}")
-                }
-            );
-        }
+        Command::Topics(a) => setup::topics(a).await?,
+        Command::Migrate(a) => setup::migrate(a).await?,
         Command::Collector(a) => collector::run(a, shutdown::signal()).await?,
         Command::Attributor(a) => attributor::run(a, shutdown::signal()).await?,
         Command::Sink(a) => sink::run(a, shutdown::signal()).await?,

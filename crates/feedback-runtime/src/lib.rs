@@ -1,0 +1,15 @@
+//! What every service and tool of the `feedback` binary shares: connection options and the
+//! `--config` file (`config`), shutdown (`shutdown`), the `/metrics` server (`metrics`),
+//! the API key formats of the collector and its clients (`apikeys`), and the clock.
+
+pub mod apikeys;
+pub mod config;
+pub mod metrics;
+pub mod shutdown;
+
+pub use config::Common;
+
+/// Wall-clock time in UTC milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

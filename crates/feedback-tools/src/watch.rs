@@ -1,0 +1,119 @@
+//! `feedback watch`: live per-team CSAT, NPS and CES in the terminal, from the metric view.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use feedback_clickhouse::MetricRow;
+use serde::Deserialize;
+
+use feedback_runtime::Common;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Refresh period in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub interval_ms: u64,
+    /// Stop after this many seconds (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub duration_secs: u64,
+    /// Window of the numbers: total, last_1h, day, hour or minute (latest bucket).
+    #[arg(long, default_value = "total")]
+    pub grain: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Counts {
+    interactions: u64,
+    ratings: u64,
+}
+
+fn cell(rows: &BTreeMap<&str, &MetricRow>, metric: &str, unit: &str) -> String {
+    match rows.get(metric) {
+        Some(r) if r.responses > 0 => format!("{:>7.1}{unit} ({:>6})", r.value, r.responses),
+        _ => format!("{:>9} {:>7}", "-", ""),
+    }
+}
+
+/// Renders the table shown by `watch`.
+pub fn render(rows: &[MetricRow], counts: (u64, u64), rate: Option<f64>) -> String {
+    let mut by_team: BTreeMap<&str, BTreeMap<&str, &MetricRow>> = BTreeMap::new();
+    for r in rows {
+        by_team
+            .entry(r.team.as_str())
+            .or_default()
+            .insert(r.metric.as_str(), r);
+    }
+    let mut s = String::new();
+    s.push_str(&format!(
+        "{:<16} {:>18} {:>18} {:>18}\n",
+        "team", "CSAT % (n)", "NPS (n)", "CES (n)"
+    ));
+    s.push_str(&format!("{}\n", "-".repeat(73)));
+    for (team, m) in &by_team {
+        s.push_str(&format!(
+            "{:<16} {:>18} {:>18} {:>18}\n",
+            team,
+            cell(m, "csat", "%"),
+            cell(m, "nps", " "),
+            cell(m, "ces", " ")
+        ));
+    }
+    s.push_str(&format!(
+        "\nClickHouse holds {} interactions and {} ratings",
+        counts.0, counts.1
+    ));
+    if let Some(r) = rate {
+        s.push_str(&format!(" (landing {r:.0} events/s)"));
+    }
+    s.push('\n');
+    s
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let ch = args.common.clickhouse()?;
+    let tty = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last: Option<(Instant, u64)> = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(args.interval_ms.max(100)));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = ticker.tick() => {}
+        }
+        let rows = ch.metrics(&args.grain).await?;
+        let c: Vec<Counts> = ch
+            .fetch("SELECT (SELECT count() FROM {db}.interactions) AS interactions, (SELECT count() FROM {db}.ratings) AS ratings")
+            .await?;
+        let counts = c
+            .first()
+            .map(|c| (c.interactions, c.ratings))
+            .unwrap_or((0, 0));
+        let total = counts.0 + counts.1;
+        let now = Instant::now();
+        let rate = last.map(|(t, n)| {
+            (total.saturating_sub(n)) as f64 / now.duration_since(t).as_secs_f64().max(1e-3)
+        });
+        last = Some((now, total));
+        let table = render(&rows, counts, rate);
+        let mut out = std::io::stdout().lock();
+        if tty {
+            write!(out, "\x1b[2J\x1b[H")?;
+        }
+        writeln!(
+            out,
+            "feedback watch · {} · grain {} · {}s\n",
+            chrono::Utc::now().format("%H:%M:%S"),
+            args.grain,
+            started.elapsed().as_secs()
+        )?;
+        write!(out, "{table}")?;
+        out.flush()?;
+        if args.duration_secs > 0 && started.elapsed() >= Duration::from_secs(args.duration_secs) {
+            break;
+        }
+    }
+    Ok(())
+}
