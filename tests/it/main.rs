@@ -4,6 +4,7 @@
 //! One test binary, several modules: faster to build than many.
 
 mod access;
+mod architecture;
 mod attributor;
 mod avro_interop;
 mod bench;

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
+use feedback_attribution::engine::Outcome;
+use feedback_attribution::{Engine, Ownership};
 use feedback_events::codec::{decode, Decoded};
 use feedback_events::json::{self, FieldError, Limits};
 use feedback_events::{AttributedEvent, Encoded, Event, SourceRef};
@@ -26,8 +28,6 @@ use feedback_kafka::rdkafka::producer::{
 };
 use feedback_kafka::rdkafka::{Message, Offset, TopicPartitionList};
 use feedback_kafka::{KafkaConfig, Topics};
-use feedback_attribution::engine::Outcome;
-use feedback_attribution::{Engine, Ownership};
 
 use super::changelog::{restore, Ctx, Rebalanced};
 use super::metrics::Metrics;

@@ -584,9 +584,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(
-                |State(s): State<Arc<AppState>>| async move { feedback_runtime::metrics::render(&s.registry) },
-            ),
+            get(|State(s): State<Arc<AppState>>| async move {
+                feedback_runtime::metrics::render(&s.registry)
+            }),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -765,8 +765,8 @@ pub async fn run(
     args: Args,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let ownership =
-        feedback_attribution::Ownership::load_dir(&args.ownership_dir).map_err(anyhow::Error::msg)?;
+    let ownership = feedback_attribution::Ownership::load_dir(&args.ownership_dir)
+        .map_err(anyhow::Error::msg)?;
     let mut teams: Vec<TeamInfo> = ownership
         .teams
         .iter()

@@ -213,9 +213,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(
-                |State(s): State<Arc<AppState>>| async move { feedback_runtime::metrics::render(&s.registry) },
-            ),
+            get(|State(s): State<Arc<AppState>>| async move {
+                feedback_runtime::metrics::render(&s.registry)
+            }),
         )
         .with_state(state)
 }

@@ -34,9 +34,9 @@ use feedback_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use feedback_kafka::rdkafka::Message;
 use prometheus::Registry;
 
-use feedback_runtime::Common;
 use batch::Batch;
 use context::SinkContext;
+use feedback_runtime::Common;
 use land::Lander;
 use metrics::Metrics;
 

@@ -6,14 +6,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use feedback_attribution::explain::{analyse_sample, explain};
+use feedback_attribution::{Ownership, Severity};
 use feedback_events::codec::{decode, Decoded};
 use feedback_events::json::{self, Limits};
 use feedback_events::Event;
 use feedback_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use feedback_kafka::rdkafka::error::KafkaError;
 use feedback_kafka::rdkafka::{Message, Offset, TopicPartitionList};
-use feedback_attribution::explain::{analyse_sample, explain};
-use feedback_attribution::{Ownership, Severity};
 use serde_json::Value;
 
 use feedback_runtime::Common;

@@ -475,8 +475,8 @@ fn measure(ctx: &mut Ctx, run_id: &str) -> anyhow::Result<Measured> {
 
     // The events: one workload, encoded once; every measurement uses these.
     step("generating and encoding the workload");
-    let generated: Vec<Generated> =
-        Workload::new(1, run_id, Mix::default()).generate(ctx.args.events, feedback_runtime::now_ms());
+    let generated: Vec<Generated> = Workload::new(1, run_id, Mix::default())
+        .generate(ctx.args.events, feedback_runtime::now_ms());
     let n = generated.len() as u64;
     let distinct = generated
         .iter()
