@@ -258,7 +258,7 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
         .into_iter()
         .map(|m| {
             (
-                (m.team, m.metric),
+                (m.team, m.metric.to_string()),
                 (
                     Expected {
                         responses: m.responses,

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use feedback_events::Metric;
 use serde::Serialize;
 use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
 
@@ -57,11 +58,11 @@ impl Default for Rule {
 }
 
 impl Rule {
-    pub fn min_drop(&self, metric: &str) -> f64 {
+    pub fn min_drop(&self, metric: Metric) -> f64 {
         match metric {
-            "csat" => self.min_drop_csat,
-            "nps" => self.min_drop_nps,
-            _ => self.min_drop_ces,
+            Metric::Csat => self.min_drop_csat,
+            Metric::Nps => self.min_drop_nps,
+            Metric::Ces => self.min_drop_ces,
         }
     }
 }
@@ -83,13 +84,18 @@ fn normal_upper_tail(z: f64) -> f64 {
 
 /// One-sided test of "`now` is lower than `before`" for `metric`. `None` when either window
 /// has fewer than `min_responses` answers.
-pub fn drop_test(metric: &str, before: &Sample, now: &Sample, min_responses: u64) -> Option<Test> {
+pub fn drop_test(
+    metric: Metric,
+    before: &Sample,
+    now: &Sample,
+    min_responses: u64,
+) -> Option<Test> {
     if before.responses < min_responses.max(2) || now.responses < min_responses.max(2) {
         return None;
     }
     let (nb, na) = (before.responses as f64, now.responses as f64);
     match metric {
-        "csat" => {
+        Metric::Csat => {
             let (pb, pa) = (before.positive as f64 / nb, now.positive as f64 / na);
             let p = (before.positive + now.positive) as f64 / (nb + na);
             let se = (p * (1.0 - p) * (1.0 / nb + 1.0 / na)).sqrt();
@@ -100,7 +106,7 @@ pub fn drop_test(metric: &str, before: &Sample, now: &Sample, min_responses: u64
                 test: "one-sided two-proportion z-test",
             })
         }
-        "nps" => {
+        Metric::Nps => {
             let moments = |s: &Sample, n: f64| {
                 let m = (s.positive as f64 - s.negative as f64) / n;
                 let var = (s.positive + s.negative) as f64 / n - m * m;
@@ -122,7 +128,7 @@ pub fn drop_test(metric: &str, before: &Sample, now: &Sample, min_responses: u64
                 test: "one-sided z-test on the promoter(+1)/detractor(-1) mean",
             })
         }
-        _ => {
+        Metric::Ces => {
             let moments = |s: &Sample, n: f64| {
                 let m = s.score_sum as f64 / n;
                 let var = (s.score_sq_sum as f64 - n * m * m) / (n - 1.0);
@@ -168,7 +174,7 @@ pub enum Decision {
 /// Open episodes per (team, metric): the baseline value that dropped.
 #[derive(Debug, Default)]
 pub struct Episodes {
-    open: BTreeMap<(String, String), f64>,
+    open: BTreeMap<(String, Metric), f64>,
 }
 
 impl Episodes {
@@ -179,11 +185,11 @@ impl Episodes {
         &mut self,
         rule: &Rule,
         team: &str,
-        metric: &str,
+        metric: Metric,
         before: Option<&Sample>,
         now: Option<&Sample>,
     ) -> Decision {
-        let key = (team.to_string(), metric.to_string());
+        let key = (team.to_string(), metric);
         let min_drop = rule.min_drop(metric);
         if let Some(&baseline) = self.open.get(&key) {
             return match now {
@@ -207,16 +213,15 @@ impl Episodes {
 
     /// Records that an alert for (team, metric) went out with `baseline` as the level that
     /// dropped.
-    pub fn opened(&mut self, team: &str, metric: &str, baseline: f64) {
-        self.open
-            .insert((team.to_string(), metric.to_string()), baseline);
+    pub fn opened(&mut self, team: &str, metric: Metric, baseline: f64) {
+        self.open.insert((team.to_string(), metric), baseline);
     }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SavedEpisode {
     team: String,
-    metric: String,
+    metric: Metric,
     baseline: f64,
 }
 
@@ -254,7 +259,7 @@ impl Episodes {
             .iter()
             .map(|((team, metric), b)| SavedEpisode {
                 team: team.clone(),
-                metric: metric.clone(),
+                metric: *metric,
                 baseline: *b,
             })
             .collect();
@@ -300,19 +305,11 @@ pub fn target(contact: Option<&str>, default_webhook: Option<&str>) -> Result<Ta
     }
 }
 
-pub fn metric_label(metric: &str) -> &'static str {
+pub fn format_value(metric: Metric, v: f64) -> String {
     match metric {
-        "csat" => "CSAT",
-        "nps" => "NPS",
-        _ => "CES",
-    }
-}
-
-pub fn format_value(metric: &str, v: f64) -> String {
-    match metric {
-        "csat" => format!("{v:.1}%"),
-        "nps" => format!("{v:.1}"),
-        _ => format!("{v:.2}"),
+        Metric::Csat => format!("{v:.1}%"),
+        Metric::Nps => format!("{v:.1}"),
+        Metric::Ces => format!("{v:.2}"),
     }
 }
 
@@ -324,10 +321,10 @@ fn format_p(p: f64) -> String {
     }
 }
 
-fn format_drop(metric: &str, d: f64) -> String {
+fn format_drop(metric: Metric, d: f64) -> String {
     match metric {
-        "csat" | "nps" => format!("{d:.1} points"),
-        _ => format!("{d:.2}"),
+        Metric::Csat | Metric::Nps => format!("{d:.1} points"),
+        Metric::Ces => format!("{d:.2}"),
     }
 }
 
@@ -335,7 +332,7 @@ fn format_drop(metric: &str, d: f64) -> String {
 pub struct AlertText<'a> {
     pub team: &'a str,
     pub team_name: &'a str,
-    pub metric: &'a str,
+    pub metric: Metric,
     pub window_label: &'a str,
     pub before: &'a Sample,
     pub now: &'a Sample,
@@ -347,7 +344,7 @@ pub struct AlertText<'a> {
 /// The Slack-compatible JSON body: `text` (read by every Slack-compatible receiver) plus one
 /// mrkdwn `blocks` section; `channel` when the target is a channel.
 pub fn payload(a: &AlertText<'_>, channel: Option<&str>) -> serde_json::Value {
-    let label = metric_label(a.metric);
+    let label = a.metric.label();
     let text = format!(
         "{label} of {} dropped from {} to {} (−{}) in the {} vs the one before, on {} responses ({} before); {} {} < {}. Team page: {}",
         a.team_name,
@@ -408,12 +405,18 @@ mod tests {
     fn csat_two_proportion_z() {
         // 90/100 before, 50/100 now: pooled p = 0.7, se = sqrt(0.7*0.3*0.02) = 0.0648074,
         // z = 0.4 / 0.0648074 = 6.17213.
-        let t = drop_test("csat", &s(100, 90, 5, 90.0), &s(100, 50, 30, 50.0), 30).unwrap();
+        let t = drop_test(
+            Metric::Csat,
+            &s(100, 90, 5, 90.0),
+            &s(100, 50, 30, 50.0),
+            30,
+        )
+        .unwrap();
         assert!((t.statistic - 6.17213).abs() < 1e-4, "{t:?}");
         assert!(t.p_value < 1e-9);
         // 40/50 vs 35/50: pooled 0.75, se = sqrt(0.75*0.25*0.04) = 0.0866025, z = 1.154701,
         // one-sided p = 0.124106.
-        let t = drop_test("csat", &s(50, 40, 0, 80.0), &s(50, 35, 0, 70.0), 30).unwrap();
+        let t = drop_test(Metric::Csat, &s(50, 40, 0, 80.0), &s(50, 35, 0, 70.0), 30).unwrap();
         assert!((t.statistic - 1.154701).abs() < 1e-5, "{t:?}");
         assert!((t.p_value - 0.124106).abs() < 1e-5, "{t:?}");
     }
@@ -421,11 +424,11 @@ mod tests {
     #[test]
     fn too_few_responses_decide_nothing() {
         assert_eq!(
-            drop_test("csat", &s(10, 9, 0, 90.0), &s(10, 2, 5, 20.0), 30),
+            drop_test(Metric::Csat, &s(10, 9, 0, 90.0), &s(10, 2, 5, 20.0), 30),
             None
         );
         assert_eq!(
-            drop_test("csat", &s(100, 90, 0, 90.0), &s(29, 2, 5, 6.9), 30),
+            drop_test(Metric::Csat, &s(100, 90, 0, 90.0), &s(29, 2, 5, 6.9), 30),
             None
         );
     }
@@ -435,7 +438,13 @@ mod tests {
         // before: 60 promoters, 20 detractors of 100: m = 0.4, var = 0.8 - 0.16 = 0.64
         // now: 30 promoters, 40 detractors of 100: m = -0.1, var = 0.7 - 0.01 = 0.69
         // se = sqrt(0.0064 + 0.0069) = 0.1153256, z = 0.5 / 0.1153256 = 4.335549
-        let t = drop_test("nps", &s(100, 60, 20, 40.0), &s(100, 30, 40, -10.0), 30).unwrap();
+        let t = drop_test(
+            Metric::Nps,
+            &s(100, 60, 20, 40.0),
+            &s(100, 30, 40, -10.0),
+            30,
+        )
+        .unwrap();
         assert!((t.statistic - 4.335549).abs() < 1e-5, "{t:?}");
     }
 
@@ -458,7 +467,7 @@ mod tests {
             value: 4.0,
             ..Default::default()
         };
-        let t = drop_test("ces", &b, &n, 30).unwrap();
+        let t = drop_test(Metric::Ces, &b, &n, 30).unwrap();
         assert!((t.statistic - 4.415880).abs() < 1e-5, "{t:?}");
         // P(T_78 > 4.41588) ≈ 1.6e-5
         assert!(t.p_value > 1e-6 && t.p_value < 1e-4, "{t:?}");
@@ -470,33 +479,33 @@ mod tests {
         let mut e = Episodes::default();
         let before = s(100, 90, 5, 90.0);
         let bad = s(100, 50, 30, 50.0);
-        let d = e.evaluate(&rule, "a", "csat", Some(&before), Some(&bad));
+        let d = e.evaluate(&rule, "a", Metric::Csat, Some(&before), Some(&bad));
         assert!(matches!(d, Decision::Alert(_)), "{d:?}");
         // Not yet delivered: decided again.
         assert!(matches!(
-            e.evaluate(&rule, "a", "csat", Some(&before), Some(&bad)),
+            e.evaluate(&rule, "a", Metric::Csat, Some(&before), Some(&bad)),
             Decision::Alert(_)
         ));
-        e.opened("a", "csat", before.value);
+        e.opened("a", Metric::Csat, before.value);
         for _ in 0..3 {
             assert_eq!(
-                e.evaluate(&rule, "a", "csat", Some(&before), Some(&bad)),
+                e.evaluate(&rule, "a", Metric::Csat, Some(&before), Some(&bad)),
                 Decision::Ongoing
             );
         }
         // 87.6 < 90 - 5/2: still the same episode.
         let almost = s(100, 87, 5, 87.4);
         assert_eq!(
-            e.evaluate(&rule, "a", "csat", Some(&before), Some(&almost)),
+            e.evaluate(&rule, "a", Metric::Csat, Some(&before), Some(&almost)),
             Decision::Ongoing
         );
         let fine = s(100, 88, 5, 88.0);
         assert_eq!(
-            e.evaluate(&rule, "a", "csat", Some(&before), Some(&fine)),
+            e.evaluate(&rule, "a", Metric::Csat, Some(&before), Some(&fine)),
             Decision::Recovered
         );
         assert!(matches!(
-            e.evaluate(&rule, "a", "csat", Some(&before), Some(&bad)),
+            e.evaluate(&rule, "a", Metric::Csat, Some(&before), Some(&bad)),
             Decision::Alert(_)
         ));
     }
@@ -509,7 +518,7 @@ mod tests {
         let d = e.evaluate(
             &rule,
             "a",
-            "csat",
+            Metric::Csat,
             Some(&s(20000, 18000, 0, 90.0)),
             Some(&s(20000, 17600, 0, 88.0)),
         );
@@ -523,7 +532,7 @@ mod tests {
         let path = dir.join("state.json");
         assert!(Episodes::load(&path).unwrap().open.is_empty());
         let mut e = Episodes::default();
-        e.opened("a", "csat", 90.0);
+        e.opened("a", Metric::Csat, 90.0);
         e.save(&path).unwrap();
         let mut again = Episodes::load(&path).unwrap();
         let rule = Rule::default();
@@ -531,7 +540,7 @@ mod tests {
             again.evaluate(
                 &rule,
                 "a",
-                "csat",
+                Metric::Csat,
                 Some(&s(100, 90, 5, 90.0)),
                 Some(&s(100, 50, 30, 50.0))
             ),

@@ -34,14 +34,14 @@ use serde_json::{json, Value};
 use self::access::{Access, CommentAccess};
 use self::alerts::{Decision, Episodes, Rule, Sample, Target};
 use self::queries::{Queries, WindowRow};
+use feedback_clickhouse::Window;
+use feedback_events::Metric;
 use feedback_runtime::Common;
 
 const INDEX_HTML: &str = include_str!("../assets/board/index.html");
 const TEAM_HTML: &str = include_str!("../assets/board/team.html");
 const BOARD_JS: &str = include_str!("../assets/board/board.js");
 const BOARD_CSS: &str = include_str!("../assets/board/board.css");
-
-pub const METRICS: [&str; 3] = ["csat", "nps", "ces"];
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -152,11 +152,16 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response()
 }
 
-fn window_of(p: &Params) -> Result<&'static str, String> {
-    let w = p.window.as_deref().unwrap_or("24h");
-    queries::window(w)
-        .map(|w| w.0)
-        .ok_or_else(|| format!("unknown window {w:?}; use window=1h, window=24h or window=7d"))
+fn window_of(p: &Params) -> Result<Window, String> {
+    let w = p.window.as_deref().unwrap_or(Window::Day.name());
+    w.parse().map_err(|_| {
+        let names: Vec<String> = Window::ALL
+            .iter()
+            .map(|w| format!("window={}", w.name()))
+            .collect();
+        let (last, rest) = names.split_last().expect("windows");
+        format!("unknown window {w:?}; use {} or {last}", rest.join(", "))
+    })
 }
 
 fn token_of<'a>(p: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -179,9 +184,10 @@ fn sample_json(r: Option<&WindowRow>) -> Value {
 }
 
 /// `{csat: {now, prev, delta}, ...}` for one team from the window rows.
-fn metrics_json(rows: &[&WindowRow], now: &str, prev: &str) -> Value {
+fn metrics_json(rows: &[&WindowRow], window: Window) -> Value {
+    let (now, prev) = (window.current(), window.previous());
     let mut out = serde_json::Map::new();
-    for m in METRICS {
+    for &m in Metric::ALL {
         let n = rows
             .iter()
             .find(|r| r.metric == m && r.window == now)
@@ -195,7 +201,7 @@ fn metrics_json(rows: &[&WindowRow], now: &str, prev: &str) -> Value {
             _ => Value::Null,
         };
         out.insert(
-            m.to_string(),
+            m.as_str().to_string(),
             json!({ "now": sample_json(n), "prev": sample_json(p), "delta": delta }),
         );
     }
@@ -236,11 +242,10 @@ impl AppState {
         Ok(v)
     }
 
-    async fn index_snapshot(&self, window: &str) -> anyhow::Result<Arc<Value>> {
+    async fn index_snapshot(&self, window: Window) -> anyhow::Result<Arc<Value>> {
         self.cached(format!("index/{window}"), || async move {
-            let (_, now, prev, grain, span) = queries::window(window).expect("checked window");
-            let rows = self.q.windows(now, prev, None).await?;
-            let trend = self.q.trend(grain, span, None).await?;
+            let rows = self.q.windows(window, None).await?;
+            let trend = self.q.trend(window, None).await?;
             let health = self.q.health(None).await?;
             let mut names: Vec<(String, String)> = self
                 .teams
@@ -266,13 +271,13 @@ impl AppState {
                     }
                     json!({
                         "team": team, "name": name,
-                        "metrics": metrics_json(&mine, now, prev),
+                        "metrics": metrics_json(&mine, window),
                         "trend": t,
                     })
                 })
                 .collect();
             Ok(json!({
-                "window": window, "grain": grain, "span_secs": span,
+                "window": window.name(), "grain": window.trend_grain(), "span_secs": window.secs(),
                 "generated_at_ms": feedback_runtime::now_ms(),
                 "teams": teams, "health": health_json(&health),
             }))
@@ -284,15 +289,14 @@ impl AppState {
     async fn team_snapshot(
         &self,
         team: &TeamInfo,
-        window: &str,
+        window: Window,
         access: CommentAccess,
     ) -> anyhow::Result<Arc<Value>> {
         let key = format!("team/{}/{window}/{}", team.team, access.allowed());
         self.cached(key, || async move {
-            let (_, now, prev, grain, span) = queries::window(window).expect("checked window");
-            let rows = self.q.windows(now, prev, Some(&team.team)).await?;
-            let trend = self.q.trend(grain, span, Some(&team.team)).await?;
-            let breakdown = self.q.breakdown(&team.team, now).await?;
+            let rows = self.q.windows(window, Some(&team.team)).await?;
+            let trend = self.q.trend(window, Some(&team.team)).await?;
+            let breakdown = self.q.breakdown(&team.team, window).await?;
             let health = self.q.health(Some(&team.team)).await?;
             let comments = if access.allowed() {
                 self.q.comments(&team.team, self.comments).await?
@@ -315,9 +319,9 @@ impl AppState {
             let mine: Vec<&WindowRow> = rows.iter().collect();
             Ok(json!({
                 "team": team.team, "name": team.name, "contact": team.contact,
-                "window": window, "grain": grain, "span_secs": span,
+                "window": window.name(), "grain": window.trend_grain(), "span_secs": window.secs(),
                 "generated_at_ms": feedback_runtime::now_ms(),
-                "metrics": metrics_json(&mine, now, prev),
+                "metrics": metrics_json(&mine, window),
                 "trend": t,
                 "breakdown": b,
                 "comments": { "access": "open", "items": comments },
@@ -639,9 +643,7 @@ fn register_metrics(registry: &Registry) -> anyhow::Result<(BoardMetrics, Histog
 
 struct AlertConfig {
     rule: Rule,
-    now: &'static str,
-    prev: &'static str,
-    label: &'static str,
+    window: Window,
     interval: Duration,
     default_webhook: Option<String>,
     public_url: String,
@@ -664,9 +666,9 @@ async fn evaluate_alerts(
     http: &reqwest::Client,
     warned: &mut std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    let rows = s.q.windows(cfg.now, cfg.prev, None).await?;
-    let squares = s.q.ces_squares(cfg.now, cfg.prev).await?;
-    let sample = |team: &str, metric: &str, window: &str| -> Option<Sample> {
+    let rows = s.q.windows(cfg.window, None).await?;
+    let squares = s.q.ces_squares(cfg.window).await?;
+    let sample = |team: &str, metric: Metric, window: &str| -> Option<Sample> {
         let r = rows
             .iter()
             .find(|r| r.team == team && r.metric == metric && r.window == window)?;
@@ -678,7 +680,7 @@ async fn evaluate_alerts(
             score_sq_sum: 0,
             value: r.value,
         };
-        if metric == "ces" {
+        if metric == Metric::Ces {
             let q = squares
                 .iter()
                 .find(|q| q.team == team && q.window == window)?;
@@ -691,9 +693,9 @@ async fn evaluate_alerts(
         Some(smp)
     };
     for t in &s.teams {
-        for m in METRICS {
-            let before = sample(&t.team, m, cfg.prev);
-            let now = sample(&t.team, m, cfg.now);
+        for &m in Metric::ALL {
+            let before = sample(&t.team, m, cfg.window.previous());
+            let now = sample(&t.team, m, cfg.window.current());
             match episodes.evaluate(&cfg.rule, &t.team, m, before.as_ref(), now.as_ref()) {
                 Decision::Alert(test) => {
                     let (Some(b), Some(n)) = (before, now) else {
@@ -719,7 +721,7 @@ async fn evaluate_alerts(
                         team: &t.team,
                         team_name: &t.name,
                         metric: m,
-                        window_label: cfg.label,
+                        window_label: cfg.window.label(),
                         before: &b,
                         now: &n,
                         test: &test,
@@ -737,7 +739,7 @@ async fn evaluate_alerts(
                             episodes.opened(&t.team, m, b.value);
                             save_episodes(cfg, episodes);
                             s.metrics.alerts.with_label_values(&[&t.team]).inc();
-                            tracing::info!(team = %t.team, metric = m, url = %url, "alert sent");
+                            tracing::info!(team = %t.team, metric = %m, url = %url, "alert sent");
                         }
                         Ok(r) => tracing::warn!(
                             "alert for team {} ({m}) refused by {url}: HTTP {}; will retry next round",
@@ -751,7 +753,7 @@ async fn evaluate_alerts(
                     }
                 }
                 Decision::Recovered => {
-                    tracing::info!(team = %t.team, metric = m, "recovered: alert episode ended");
+                    tracing::info!(team = %t.team, metric = %m, "recovered: alert episode ended");
                     save_episodes(cfg, episodes);
                 }
                 Decision::Quiet | Decision::Ongoing => {}
@@ -789,10 +791,11 @@ pub async fn run(
         Some(p) => Access::load(p, &known).map_err(anyhow::Error::msg)?,
         None => Access::default(),
     };
-    let alert_window = queries::window(&args.alert_window).ok_or_else(|| {
+    let alert_window: Window = args.alert_window.parse().map_err(|_| {
         anyhow::anyhow!(
-            "--alert-window {:?} is not a window; use 1h, 24h or 7d",
-            args.alert_window
+            "--alert-window {:?} is not a window; use {}",
+            args.alert_window,
+            Window::expected()
         )
     })?;
     if !(args.alert_alpha > 0.0 && args.alert_alpha < 0.5) {
@@ -828,13 +831,7 @@ pub async fn run(
                 min_drop_nps: args.alert_min_drop_nps,
                 min_drop_ces: args.alert_min_drop_ces,
             },
-            now: alert_window.1,
-            prev: alert_window.2,
-            label: match alert_window.0 {
-                "1h" => "last hour",
-                "24h" => "last 24 hours",
-                _ => "last 7 days",
-            },
+            window: alert_window,
             interval: Duration::from_millis(args.alert_interval_ms),
             default_webhook: args.alert_webhook_url.clone(),
             public_url: args.public_url.clone(),

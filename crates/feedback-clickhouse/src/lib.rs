@@ -7,7 +7,9 @@ mod check;
 pub mod errors;
 pub mod migrations;
 mod positions;
+pub mod queries;
 mod rows;
+mod window;
 
 use std::time::Duration;
 
@@ -15,11 +17,13 @@ pub use check::ColumnProblem;
 pub use clickhouse;
 use clickhouse::Client;
 pub use positions::{Landed, RunningInsert};
+pub use queries::watch::MetricRow;
 pub use rows::{
     DeadLetterRow, InteractionRow, ProgressRow, RatingRow, Row, DEAD_LETTER_COLUMNS,
     INTERACTION_COLUMNS, PROGRESS_COLUMNS, RATING_COLUMNS,
 };
 use serde::Deserialize;
+pub use window::{UnknownWindow, Window};
 
 /// Default HTTP endpoint and database (contract).
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8123";
@@ -122,6 +126,19 @@ impl Ch {
             .fetch_all::<T>()
             .await
             .map_err(|e| self.err(e))
+    }
+
+    /// A query of `sql` with `{db}` and the other placeholders filled in, for binding `?`s.
+    pub(crate) fn query(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query(&migrations::render(sql, &self.db))
+    }
+
+    /// Runs a query built by [`Ch::query`] and returns its rows.
+    pub(crate) async fn fetch_query<T: clickhouse::Row + for<'a> Deserialize<'a>>(
+        &self,
+        q: clickhouse::query::Query,
+    ) -> Result<Vec<T>, Error> {
+        q.fetch_all::<T>().await.map_err(|e| self.err(e))
     }
 
     /// The server's version string.
@@ -264,30 +281,9 @@ impl Ch {
     }
 }
 
-/// One row of `{db}.team_metrics`.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct MetricRow {
-    pub team: String,
-    pub metric: String,
-    pub responses: u64,
-    pub positive: u64,
-    pub negative: u64,
-    pub score_sum: i64,
-    pub value: f64,
-}
-
-/// The metric query of `feedback watch` and the tests: one grain (`total`, `last_1h`, ...).
-pub const METRICS_BY_GRAIN_SQL: &str =
-    "SELECT team, metric, responses, positive, negative, score_sum, value \
-     FROM {db}.team_metrics WHERE grain = ? ORDER BY team, metric";
-
 impl Ch {
+    /// `feedback watch`'s metric read: [`queries::watch::metrics`].
     pub async fn metrics(&self, grain: &str) -> Result<Vec<MetricRow>, Error> {
-        self.client
-            .query(&migrations::render(METRICS_BY_GRAIN_SQL, &self.db))
-            .bind(grain)
-            .fetch_all()
-            .await
-            .map_err(|e| self.err(e))
+        queries::watch::metrics(self, grain).await
     }
 }

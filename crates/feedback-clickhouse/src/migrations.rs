@@ -3,6 +3,8 @@
 //! Every statement must run on Debian's ClickHouse 18.16 and on current ClickHouse:
 //! no DateTime64, no Map, no LowCardinality, no parameterized views.
 
+use crate::Window;
+
 /// One migration: applied once, recorded in `{db}.schema_migrations`.
 pub struct Migration {
     pub version: u32,
@@ -46,17 +48,26 @@ pub const POSITIVE_SQL: &str =
 pub const NEGATIVE_SQL: &str =
     "multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)";
 
-/// The rolling windows of `team_metrics_window` and `team_breakdown`, each
-/// `(name, from, to)` with `from <= minute < to`. `last_*` ends with the current (partial)
-/// minute and starts like `team_metrics`' `last_1h` grain; `prev_*` is the same span just
-/// before it, to compare "now" with "before".
-pub const WINDOWS_SQL: &str = "[\
-     ('last_1h', toStartOfMinute(now()) - 3600, toStartOfMinute(now()) + 60), \
-     ('prev_1h', toStartOfMinute(now()) - 7200, toStartOfMinute(now()) - 3600), \
-     ('last_24h', toStartOfMinute(now()) - 86400, toStartOfMinute(now()) + 60), \
-     ('prev_24h', toStartOfMinute(now()) - 172800, toStartOfMinute(now()) - 86400), \
-     ('last_7d', toStartOfMinute(now()) - 604800, toStartOfMinute(now()) + 60), \
-     ('prev_7d', toStartOfMinute(now()) - 1209600, toStartOfMinute(now()) - 604800)]";
+/// The rolling windows of `team_metrics_window` and `team_breakdown` as a SQL array, each
+/// `(name, from, to)` with `from <= minute < to`, two per [`Window`]: `last_*` ends with the
+/// current (partial) minute and starts like `team_metrics`' `last_1h` grain; `prev_*` is the
+/// same span just before it, to compare "now" with "before".
+pub fn windows_sql() -> String {
+    let tuples: Vec<String> = Window::ALL
+        .iter()
+        .flat_map(|w| {
+            let (cur, prev, secs) = (w.current(), w.previous(), w.secs());
+            [
+                format!("('{cur}', toStartOfMinute(now()) - {secs}, toStartOfMinute(now()) + 60)"),
+                format!(
+                    "('{prev}', toStartOfMinute(now()) - {}, toStartOfMinute(now()) - {secs})",
+                    2 * secs
+                ),
+            ]
+        })
+        .collect();
+    format!("[{}]", tuples.join(", "))
+}
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -354,7 +365,7 @@ pub const PARTIAL_MARK: &str = " [partial: ";
 pub fn render(statement: &str, db: &str) -> String {
     statement
         .replace("{metric_value}", METRIC_VALUE_SQL)
-        .replace("{windows}", WINDOWS_SQL)
+        .replace("{windows}", &windows_sql())
         .replace("{positive}", POSITIVE_SQL)
         .replace("{negative}", NEGATIVE_SQL)
         .replace("{db}", db)
@@ -399,4 +410,24 @@ pub fn fresh_plan(db: &str, server: (u32, u32)) -> Vec<String> {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The windows' SQL generated from [`Window`] is, byte for byte, the text the views
+    /// were created with (so a re-run of the migrations defines the same views).
+    #[test]
+    fn windows_sql_is_the_views_original_text() {
+        const ORIGINAL: &str = "[\
+             ('last_1h', toStartOfMinute(now()) - 3600, toStartOfMinute(now()) + 60), \
+             ('prev_1h', toStartOfMinute(now()) - 7200, toStartOfMinute(now()) - 3600), \
+             ('last_24h', toStartOfMinute(now()) - 86400, toStartOfMinute(now()) + 60), \
+             ('prev_24h', toStartOfMinute(now()) - 172800, toStartOfMinute(now()) - 86400), \
+             ('last_7d', toStartOfMinute(now()) - 604800, toStartOfMinute(now()) + 60), \
+             ('prev_7d', toStartOfMinute(now()) - 1209600, toStartOfMinute(now()) - 604800)]";
+        assert_eq!(windows_sql(), ORIGINAL);
+        assert!(render("x {windows} y", "db").contains(ORIGINAL));
+    }
 }

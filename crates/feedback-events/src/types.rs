@@ -102,6 +102,30 @@ impl Metric {
             Metric::Ces => (1, 7),
         }
     }
+
+    /// The name people read: "CSAT", "NPS", "CES".
+    pub const fn label(self) -> &'static str {
+        match self {
+            Metric::Csat => "CSAT",
+            Metric::Nps => "NPS",
+            Metric::Ces => "CES",
+        }
+    }
+}
+
+/// As its lower-case name (`"csat"`), like JSON, Avro and ClickHouse hold it.
+impl serde::Serialize for Metric {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// From its lower-case name; any other value is an error naming the accepted ones.
+impl<'de> serde::Deserialize<'de> for Metric {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A customer interaction (`schemas/interaction.avsc`).
@@ -203,3 +227,26 @@ pub struct AttributedEvent {
 
 /// The team name used when nothing claims an event.
 pub const UNOWNED: &str = "unowned";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_serde_uses_the_lower_case_name_and_refuses_others() {
+        for m in Metric::ALL {
+            let json = serde_json::to_string(m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+            assert_eq!(serde_json::from_str::<Metric>(&json).unwrap(), *m);
+        }
+        let e = serde_json::from_str::<Metric>("\"CSAT\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown metric \"CSAT\"; expected one of csat, nps, ces"),
+            "{e}"
+        );
+        assert_eq!(Metric::Csat.label(), "CSAT");
+        assert_eq!(Metric::Nps.label(), "NPS");
+        assert_eq!(Metric::Ces.label(), "CES");
+    }
+}

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use feedback_clickhouse::queries::probe;
 use feedback_events::json::{interaction_to_json, rating_to_json};
 use feedback_events::{Channel, Interaction, Metric, Rating};
 use rand::Rng;
-use serde::Deserialize;
 
 use feedback_runtime::Common;
 
@@ -41,11 +41,6 @@ pub struct Args {
     pub api_key: Option<String>,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct Responses {
-    responses: u64,
-}
-
 const TEAM: &str = "payments";
 
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -57,11 +52,7 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn responses(ch: &feedback_clickhouse::Ch, minute_secs: i64) -> anyhow::Result<u64> {
-    let sql = format!(
-        "SELECT sum(responses) AS responses FROM {{db}}.team_minute WHERE team = '{TEAM}' AND metric = 'csat' AND minute = toDateTime({minute_secs})"
-    );
-    let r: Vec<Responses> = ch.fetch(&sql).await?;
-    Ok(r.first().map(|r| r.responses).unwrap_or(0))
+    Ok(probe::minute_responses(ch, TEAM, Metric::Csat, minute_secs).await?)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use feedback_clickhouse::queries::watch;
 use feedback_clickhouse::MetricRow;
-use serde::Deserialize;
+use feedback_events::Metric;
 
 use feedback_runtime::Common;
 
@@ -24,14 +25,8 @@ pub struct Args {
     pub grain: String,
 }
 
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct Counts {
-    interactions: u64,
-    ratings: u64,
-}
-
-fn cell(rows: &BTreeMap<&str, &MetricRow>, metric: &str, unit: &str) -> String {
-    match rows.get(metric) {
+fn cell(rows: &BTreeMap<Metric, &MetricRow>, metric: Metric, unit: &str) -> String {
+    match rows.get(&metric) {
         Some(r) if r.responses > 0 => format!("{:>7.1}{unit} ({:>6})", r.value, r.responses),
         _ => format!("{:>9} {:>7}", "-", ""),
     }
@@ -39,12 +34,12 @@ fn cell(rows: &BTreeMap<&str, &MetricRow>, metric: &str, unit: &str) -> String {
 
 /// Renders the table shown by `watch`.
 pub fn render(rows: &[MetricRow], counts: (u64, u64), rate: Option<f64>) -> String {
-    let mut by_team: BTreeMap<&str, BTreeMap<&str, &MetricRow>> = BTreeMap::new();
+    let mut by_team: BTreeMap<&str, BTreeMap<Metric, &MetricRow>> = BTreeMap::new();
     for r in rows {
         by_team
             .entry(r.team.as_str())
             .or_default()
-            .insert(r.metric.as_str(), r);
+            .insert(r.metric, r);
     }
     let mut s = String::new();
     s.push_str(&format!(
@@ -56,9 +51,9 @@ pub fn render(rows: &[MetricRow], counts: (u64, u64), rate: Option<f64>) -> Stri
         s.push_str(&format!(
             "{:<16} {:>18} {:>18} {:>18}\n",
             team,
-            cell(m, "csat", "%"),
-            cell(m, "nps", " "),
-            cell(m, "ces", " ")
+            cell(m, Metric::Csat, "%"),
+            cell(m, Metric::Nps, " "),
+            cell(m, Metric::Ces, " ")
         ));
     }
     s.push_str(&format!(
@@ -83,14 +78,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = ticker.tick() => {}
         }
-        let rows = ch.metrics(&args.grain).await?;
-        let c: Vec<Counts> = ch
-            .fetch("SELECT (SELECT count() FROM {db}.interactions) AS interactions, (SELECT count() FROM {db}.ratings) AS ratings")
-            .await?;
-        let counts = c
-            .first()
-            .map(|c| (c.interactions, c.ratings))
-            .unwrap_or((0, 0));
+        let rows = watch::metrics(&ch, &args.grain).await?;
+        let c = watch::counts(&ch).await?;
+        let counts = (c.interactions, c.ratings);
         let total = counts.0 + counts.1;
         let now = Instant::now();
         let rate = last.map(|(t, n)| {
