@@ -10,6 +10,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use feedback_clickhouse::migrations;
+use feedback_events::Metric;
+use feedback_workload::oracle::{self, Sums};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -38,7 +40,6 @@ fn windows_of(band: &str) -> &'static [&'static str] {
     }
 }
 
-type Sums = (u64, i64, u64, u64);
 type WindowKey = (String, String, String);
 
 struct Seeded {
@@ -64,24 +65,11 @@ fn seed(db: &str, now: i64) -> Seeded {
         let (band, lo, hi) = BANDS[rng.random_range(0..BANDS.len())];
         let at = now - 60 * rng.random_range(lo..hi) - rng.random_range(0..60);
         let team = teams[rng.random_range(0..teams.len())];
-        let metric = ["csat", "nps", "ces"][rng.random_range(0..3)];
-        let (smin, smax) = match metric {
-            "csat" => (1, 5),
-            "nps" => (0, 10),
-            _ => (1, 7),
-        };
-        let score: i64 = rng.random_range(smin..=smax);
-        let (pos, neg) = match metric {
-            "csat" => (score >= 4, score <= 2),
-            "nps" => (score >= 9, score <= 6),
-            _ => (score >= 5, score <= 3),
-        };
-        let add = |e: &mut Sums| {
-            e.0 += 1;
-            e.1 += score;
-            e.2 += pos as u64;
-            e.3 += neg as u64;
-        };
+        let m = Metric::ALL[rng.random_range(0..3)];
+        let metric = m.as_str();
+        let (smin, smax) = m.score_range();
+        let score: i64 = rng.random_range(i64::from(smin)..=i64::from(smax));
+        let add = |e: &mut Sums| oracle::add(e, m, score as i32);
         for w in windows_of(band) {
             add(windows
                 .entry((team.into(), metric.into(), w.to_string()))
@@ -233,14 +221,10 @@ fn chdb(args: &[&str], stdin: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The views' value (rounded to 4 places) of `s`, from the oracle.
 fn value(metric: &str, s: &Sums) -> f64 {
-    let r = s.0 as f64;
-    let v = match metric {
-        "csat" => 100.0 * s.2 as f64 / r,
-        "nps" => 100.0 * (s.2 as f64 - s.3 as f64) / r,
-        _ => s.1 as f64 / r,
-    };
-    (v * 10_000.0).round() / 10_000.0
+    let m: Metric = metric.parse().expect("a metric name");
+    oracle::rounded(oracle::value(m, s))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,43 +1,19 @@
 //! The whole path: collector → Kafka → attributor → Kafka → sink → ClickHouse, with at
 //! least 100,000 generated events, checked against values computed here from the
-//! workload's ground truth (not from the attribution engine or the SQL views).
+//! workload's ground truth by `feedback_workload::oracle` (not from the attribution engine
+//! or the SQL views).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use feedback_events::json::{interaction_to_json, rating_to_json};
 use feedback_events::Metric;
+use feedback_workload::oracle::{self, Outcome, Sums};
 use feedback_workload::{Generated, Item, Mix, Workload};
 use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::harness::Env;
-
-#[derive(Debug, Default, Clone, PartialEq)]
-struct Expected {
-    responses: u64,
-    positive: u64,
-    negative: u64,
-    score_sum: i64,
-}
-
-/// The metric definitions of the design, written out independently of the SQL.
-fn classify(metric: Metric, score: i32) -> (bool, bool) {
-    match metric {
-        Metric::Csat => (score >= 4, score <= 2),
-        Metric::Nps => (score >= 9, score <= 6),
-        Metric::Ces => (score >= 5, score <= 3),
-    }
-}
-
-fn value(metric: &str, e: &Expected) -> f64 {
-    let n = e.responses as f64;
-    match metric {
-        "csat" => 100.0 * e.positive as f64 / n,
-        "nps" => 100.0 * (e.positive as f64 - e.negative as f64) / n,
-        _ => e.score_sum as f64 / n,
-    }
-}
 
 async fn post(client: &reqwest::Client, base: &str, batch: Vec<Generated>) -> usize {
     let (path, body): (&str, Vec<serde_json::Value>) = match &batch[0].item {
@@ -124,26 +100,27 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
     assert!(items.len() >= 100_000);
     let requests = batches(items, 1000);
 
-    // Ground truth, computed from the workload alone.
-    let mut interactions: HashMap<String, &'static str> = HashMap::new();
-    let mut ratings: HashMap<String, (&'static str, Metric, i32)> = HashMap::new();
+    // Ground truth, computed from the workload alone: every request is accepted.
+    let truth =
+        oracle::Expected::from_requests(requests.iter().map(|r| (r.as_slice(), Outcome::Accepted)));
+    let (interactions, ratings) = (&truth.interactions, &truth.ratings);
+    let mut seen: HashSet<&str> = HashSet::new();
     let (mut early, mut duplicates) = (0usize, 0usize);
     for g in requests.iter().flatten() {
         match &g.item {
             Item::Interaction(i) => {
-                interactions.insert(i.interaction_id.clone(), g.team);
+                seen.insert(&i.interaction_id);
             }
             Item::Rating(r) => {
                 if g.duplicate {
                     duplicates += 1;
                 } else if r
                     .interaction_id
-                    .as_ref()
-                    .is_some_and(|id| !interactions.contains_key(id))
+                    .as_deref()
+                    .is_some_and(|id| !seen.contains(id))
                 {
                     early += 1;
                 }
-                ratings.insert(r.rating_id.clone(), (g.team, r.metric, r.score));
             }
         }
     }
@@ -151,21 +128,8 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
         early > 1000 && duplicates > 500,
         "workload has early ({early}) and duplicate ({duplicates}) ratings"
     );
-    let mut per_team: BTreeMap<(String, String), Expected> = BTreeMap::new();
-    for (team, metric, score) in ratings.values() {
-        let e = per_team
-            .entry((team.to_string(), metric.as_str().to_string()))
-            .or_default();
-        let (pos, neg) = classify(*metric, *score);
-        e.responses += 1;
-        e.positive += pos as u64;
-        e.negative += neg as u64;
-        e.score_sum += *score as i64;
-    }
-    let mut interactions_per_team: BTreeMap<String, u64> = BTreeMap::new();
-    for team in interactions.values() {
-        *interactions_per_team.entry(team.to_string()).or_default() += 1;
-    }
+    let per_team: &BTreeMap<(String, String), Sums> = &truth.aggregates.team_metrics;
+    let interactions_per_team = truth.aggregates.interactions_per_team();
 
     let client = reqwest::Client::new();
     let base = env.collector_url();
@@ -222,7 +186,7 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
     got.sort_by(|a, b| a.id.cmp(&b.id));
     got.dedup_by(|a, b| a.id == b.id);
     assert_eq!(got.len(), interactions.len(), "distinct interaction ids");
-    assert!(got.iter().all(|g| interactions.contains_key(&g.id)));
+    assert!(got.iter().all(|g| interactions.contains(&g.id)));
     let mut got: Vec<Id> = ch
         .fetch("SELECT rating_id AS id FROM {db}.ratings")
         .await
@@ -235,7 +199,7 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
     got.sort_by(|a, b| a.id.cmp(&b.id));
     got.dedup_by(|a, b| a.id == b.id);
     assert_eq!(got.len(), ratings.len(), "distinct rating ids");
-    assert!(got.iter().all(|g| ratings.contains_key(&g.id)));
+    assert!(got.iter().all(|g| ratings.contains(&g.id)));
 
     // Interactions per team.
     let rows: Vec<TeamCount> = ch
@@ -254,20 +218,12 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
 
     // Per-team CSAT, NPS and CES from the metric view equal the independent computation.
     let metrics = ch.metrics("total").await.unwrap();
-    let got: BTreeMap<(String, String), (Expected, f64)> = metrics
+    let got: BTreeMap<(String, String), (Sums, f64)> = metrics
         .into_iter()
         .map(|m| {
             (
                 (m.team, m.metric.to_string()),
-                (
-                    Expected {
-                        responses: m.responses,
-                        positive: m.positive,
-                        negative: m.negative,
-                        score_sum: m.score_sum,
-                    },
-                    m.value,
-                ),
+                ((m.responses, m.score_sum, m.positive, m.negative), m.value),
             )
         })
         .collect();
@@ -275,10 +231,11 @@ async fn hundred_thousand_events_land_exactly_once_and_metrics_match_ground_trut
         got.keys().collect::<Vec<_>>(),
         per_team.keys().collect::<Vec<_>>()
     );
-    for (k, e) in &per_team {
+    for (k, e) in per_team {
         let (g, v) = &got[k];
         assert_eq!(g, e, "{k:?}");
-        let want = value(&k.1, e);
+        let metric: Metric = k.1.parse().expect("a metric name");
+        let want = oracle::value(metric, e);
         assert!(
             (v - want).abs() < 1e-4,
             "{k:?}: view says {v}, expected {want}"

@@ -1,8 +1,8 @@
 //! Shared by the sink tests: a seeded workload of attributed events produced straight to
 //! the attributed topic, `feedback sink` processes, and the end-state check: every id
 //! exactly once in the raw tables, and every aggregate and view equal to its value computed
-//! here from the raw rows and from the generated events (independently of the SQL under
-//! test).
+//! here from the raw rows and from the generated events with `feedback_workload::oracle`
+//! (independently of the SQL under test).
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Stdio};
@@ -12,6 +12,7 @@ use feedback_events::{
     AttributedEvent, Attribution, Channel, ClaimRef, Encoded, Event, Interaction, Metric, Rating,
     SourceRef,
 };
+use feedback_workload::oracle::{self, Sums};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -194,33 +195,15 @@ pub async fn wait_rows(ch: &feedback_clickhouse::Ch, want: u64, secs: u64) {
 }
 
 type RatingKey = (String, String, u32); // team, metric, minute
-type Sums = (u64, i64, u64, u64); // responses, score_sum, positive, negative
 
-fn classify(metric: &str, score: i64) -> (u64, u64) {
-    let (pos, neg) = match metric {
-        "csat" => (score >= 4, score <= 2),
-        "nps" => (score >= 9, score <= 6),
-        _ => (score >= 5, score <= 3),
-    };
-    (pos as u64, neg as u64)
+fn metric_of(name: &str) -> Metric {
+    name.parse()
+        .unwrap_or_else(|e| panic!("rating with metric {name:?}: {e}"))
 }
 
-fn add(s: &mut Sums, metric: &str, score: i64) {
-    let (p, n) = classify(metric, score);
-    s.0 += 1;
-    s.1 += score;
-    s.2 += p;
-    s.3 += n;
-}
-
+/// The views' value (rounded to 4 places) of `s`, from the oracle.
 fn value(metric: &str, s: &Sums) -> f64 {
-    let r = s.0 as f64;
-    let v = match metric {
-        "csat" => 100.0 * s.2 as f64 / r,
-        "nps" => 100.0 * (s.2 as f64 - s.3 as f64) / r,
-        _ => s.1 as f64 / r,
-    };
-    (v * 10_000.0).round() / 10_000.0
+    oracle::rounded(oracle::value(metric_of(metric), s))
 }
 
 /// The aggregates, computed in Rust from (team, metric, occurred_at secs, score, channel,
@@ -259,41 +242,26 @@ pub struct RawInteraction {
 impl Expected {
     pub fn from_raw(ratings: &[RawRating], interactions: &[RawInteraction]) -> Self {
         let mut e = Expected::default();
+        let mut a = oracle::Aggregates::default();
         for r in ratings {
             e.rating_ids.push(r.id.clone());
-            let minute = r.at / 60 * 60;
-            add(
-                e.team_minute
-                    .entry((r.team.clone(), r.metric.clone(), minute))
-                    .or_default(),
-                &r.metric,
-                r.score,
-            );
-            for (d, v) in [
-                ("channel", r.channel.clone()),
-                ("product", r.product.clone().unwrap_or_default()),
-                ("kind", r.kind.clone().unwrap_or_default()),
-            ] {
-                add(
-                    e.team_dim_minute
-                        .entry((r.team.clone(), r.metric.clone(), d.to_string(), v, minute))
-                        .or_default(),
-                    &r.metric,
-                    r.score,
-                );
-            }
+            a.rating(oracle::RatingFacts {
+                team: &r.team,
+                metric: metric_of(&r.metric),
+                minute: r.at / 60 * 60,
+                score: r.score as i32,
+                channel: &r.channel,
+                product: r.product.as_deref().unwrap_or(""),
+                kind: r.kind.as_deref().unwrap_or(""),
+            });
         }
         for i in interactions {
             e.interaction_ids.push(i.id.clone());
-            *e.team_interactions_minute
-                .entry((
-                    i.team.clone(),
-                    i.at / 60 * 60,
-                    i.channel.clone(),
-                    i.kind.clone(),
-                ))
-                .or_default() += 1;
+            a.interaction(&i.team, i.at / 60 * 60, &i.channel, &i.kind);
         }
+        e.team_minute = a.team_minute;
+        e.team_interactions_minute = a.team_interactions_minute;
+        e.team_dim_minute = a.team_dim_minute;
         e.rating_ids.sort();
         e.interaction_ids.sort();
         e

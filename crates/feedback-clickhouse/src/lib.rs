@@ -42,6 +42,20 @@ pub enum Error {
     BadDatabase(String),
 }
 
+/// A database name is an identifier spliced into SQL: letters, digits and `_` only.
+pub(crate) fn check_database(name: &str) -> Result<(), Error> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(Error::BadDatabase(name.to_string()));
+    }
+    Ok(())
+}
+
+/// A row type [`Ch::insert`] can write: lets callers name the bound without depending on
+/// the `clickhouse` crate.
+pub trait InsertRow: clickhouse::Row + serde::Serialize {}
+
+impl<T: clickhouse::Row + serde::Serialize> InsertRow for T {}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct ChConfig {
@@ -72,14 +86,7 @@ pub struct Ch {
 
 impl Ch {
     pub fn new(cfg: &ChConfig) -> Result<Self, Error> {
-        if cfg.database.is_empty()
-            || !cfg
-                .database
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(Error::BadDatabase(cfg.database.clone()));
-        }
+        check_database(&cfg.database)?;
         let client = Client::default()
             .with_url(&cfg.url)
             .with_user(&cfg.user)

@@ -4,6 +4,7 @@
 //! no DateTime64, no Map, no LowCardinality, no parameterized views.
 
 use crate::Window;
+use feedback_events::{Metric, MetricFormula};
 
 /// One migration: applied once, recorded in `{db}.schema_migrations`.
 pub struct Migration {
@@ -34,19 +35,47 @@ pub enum When {
     ServerAtLeast(u32, u32),
 }
 
-/// The metric definitions, once, as a SQL expression over `positive`, `negative`,
-/// `score_sum` and `responses`: CSAT = share (%) of 4–5 among 1–5 answers;
-/// NPS = %(9–10) − %(0–6); CES = mean of 1–7.
-pub const METRIC_VALUE_SQL: &str = "round(multiIf(metric = 'csat', 100 * positive / responses, \
-     metric = 'nps', 100 * (toInt64(positive) - toInt64(negative)) / responses, score_sum / responses), 4)";
+/// The metric definitions as a SQL expression over `positive`, `negative`, `score_sum` and
+/// `responses`, generated from [`Metric::formula`]: CSAT = share (%) of 4–5 among 1–5
+/// answers; NPS = %(9–10) − %(0–6); CES = mean of 1–7. Rounded to 4 places.
+pub fn metric_value_sql() -> String {
+    format!(
+        "round({}, 4)",
+        per_metric(|m| match m.formula() {
+            MetricFormula::PositiveShare => "100 * positive / responses".to_string(),
+            MetricFormula::NetPositiveShare => {
+                "100 * (toInt64(positive) - toInt64(negative)) / responses".to_string()
+            }
+            MetricFormula::MeanScore => "score_sum / responses".to_string(),
+        })
+    )
+}
 
-/// Which answers count as positive (CSAT 4–5, NPS 9–10, CES 5–7) and negative (CSAT 1–2,
-/// NPS 0–6, CES 1–3), per rating row; the aggregates sum them and [`METRIC_VALUE_SQL`]
-/// turns the sums into the metrics. Written here once, used by every aggregate.
-pub const POSITIVE_SQL: &str =
-    "multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)";
-pub const NEGATIVE_SQL: &str =
-    "multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)";
+/// Which answers count as positive (CSAT 4–5, NPS 9–10, CES 5–7), per rating row, from
+/// [`Metric::positive_from`]; the aggregates sum it and [`metric_value_sql`] turns the sums
+/// into the metrics.
+pub fn positive_sql() -> String {
+    per_metric(|m| format!("score >= {}", m.positive_from()))
+}
+
+/// Which answers count as negative (CSAT 1–2, NPS 0–6, CES 1–3), from
+/// [`Metric::negative_to`].
+pub fn negative_sql() -> String {
+    per_metric(|m| format!("score <= {}", m.negative_to()))
+}
+
+/// `multiIf(metric = 'csat', <csat>, metric = 'nps', <nps>, <the last metric>)`: one branch
+/// per metric of [`Metric::ALL`], the last one as the default.
+fn per_metric(expr: impl Fn(Metric) -> String) -> String {
+    let (last, rest) = Metric::ALL.split_last().expect("metrics exist");
+    let mut out = String::from("multiIf(");
+    for m in rest {
+        out.push_str(&format!("metric = '{}', {}, ", m.as_str(), expr(*m)));
+    }
+    out.push_str(&expr(*last));
+    out.push(')');
+    out
+}
 
 /// The rolling windows of `team_metrics_window` and `team_breakdown` as a SQL array, each
 /// `(name, from, to)` with `from <= minute < to`, two per [`Window`]: `last_*` ends with the
@@ -364,10 +393,10 @@ pub const PARTIAL_MARK: &str = " [partial: ";
 /// A statement with `{db}` and `{metric_value}` filled in.
 pub fn render(statement: &str, db: &str) -> String {
     statement
-        .replace("{metric_value}", METRIC_VALUE_SQL)
+        .replace("{metric_value}", &metric_value_sql())
         .replace("{windows}", &windows_sql())
-        .replace("{positive}", POSITIVE_SQL)
-        .replace("{negative}", NEGATIVE_SQL)
+        .replace("{positive}", &positive_sql())
+        .replace("{negative}", &negative_sql())
         .replace("{db}", db)
 }
 
@@ -429,5 +458,26 @@ mod tests {
              ('prev_7d', toStartOfMinute(now()) - 1209600, toStartOfMinute(now()) - 604800)]";
         assert_eq!(windows_sql(), ORIGINAL);
         assert!(render("x {windows} y", "db").contains(ORIGINAL));
+    }
+
+    /// The generated fragments are byte for byte the text the views were created with
+    /// (migrations already applied compare equal; no new migration is needed).
+    #[test]
+    fn metric_sql_is_generated_unchanged() {
+        assert_eq!(
+            metric_value_sql(),
+            "round(multiIf(metric = 'csat', 100 * positive / responses, \
+             metric = 'nps', 100 * (toInt64(positive) - toInt64(negative)) / responses, score_sum / responses), 4)"
+        );
+        assert_eq!(
+            positive_sql(),
+            "multiIf(metric = 'csat', score >= 4, metric = 'nps', score >= 9, score >= 5)"
+        );
+        assert_eq!(
+            negative_sql(),
+            "multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)"
+        );
+        assert!(render("{positive} {negative} {metric_value}", "db")
+            .starts_with("multiIf(metric = 'csat', score >= 4"));
     }
 }

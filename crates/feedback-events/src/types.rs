@@ -111,6 +111,64 @@ impl Metric {
             Metric::Ces => "CES",
         }
     }
+
+    /// Lowest score that counts as positive (CSAT satisfied 4–5, NPS promoter 9–10, CES
+    /// easy 5–7). The SQL aggregates (`feedback_clickhouse::migrations::positive_sql`) and
+    /// the test/drill oracle (`feedback_workload::oracle`) are both derived from it.
+    pub const fn positive_from(self) -> i32 {
+        match self {
+            Metric::Csat => 4,
+            Metric::Nps => 9,
+            Metric::Ces => 5,
+        }
+    }
+
+    /// Highest score that counts as negative (CSAT dissatisfied 1–2, NPS detractor 0–6,
+    /// CES hard 1–3).
+    pub const fn negative_to(self) -> i32 {
+        match self {
+            Metric::Csat => 2,
+            Metric::Nps => 6,
+            Metric::Ces => 3,
+        }
+    }
+
+    pub const fn is_positive(self, score: i32) -> bool {
+        score >= self.positive_from()
+    }
+
+    pub const fn is_negative(self, score: i32) -> bool {
+        score <= self.negative_to()
+    }
+
+    /// How the metric's value is computed from the sums of its answers.
+    pub const fn formula(self) -> MetricFormula {
+        match self {
+            Metric::Csat => MetricFormula::PositiveShare,
+            Metric::Nps => MetricFormula::NetPositiveShare,
+            Metric::Ces => MetricFormula::MeanScore,
+        }
+    }
+
+    /// The metric's value from `responses` answers with these sums (unrounded; `None`
+    /// without answers): CSAT = % positive, NPS = % positive − % negative, CES = mean score.
+    pub fn value(
+        self,
+        responses: u64,
+        score_sum: i64,
+        positive: u64,
+        negative: u64,
+    ) -> Option<f64> {
+        if responses == 0 {
+            return None;
+        }
+        let r = responses as f64;
+        Some(match self.formula() {
+            MetricFormula::PositiveShare => 100.0 * positive as f64 / r,
+            MetricFormula::NetPositiveShare => 100.0 * (positive as f64 - negative as f64) / r,
+            MetricFormula::MeanScore => score_sum as f64 / r,
+        })
+    }
 }
 
 /// As its lower-case name (`"csat"`), like JSON, Avro and ClickHouse hold it.
@@ -126,6 +184,18 @@ impl<'de> serde::Deserialize<'de> for Metric {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+
+/// The shape of a metric's value ([`Metric::formula`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricFormula {
+    /// 100 × positive / responses.
+    PositiveShare,
+    /// 100 × (positive − negative) / responses.
+    NetPositiveShare,
+    /// score_sum / responses.
+    MeanScore,
 }
 
 /// A customer interaction (`schemas/interaction.avsc`).
@@ -248,5 +318,40 @@ mod tests {
         assert_eq!(Metric::Csat.label(), "CSAT");
         assert_eq!(Metric::Nps.label(), "NPS");
         assert_eq!(Metric::Ces.label(), "CES");
+    }
+
+    #[test]
+    fn thresholds_split_each_score_range() {
+        for m in Metric::ALL {
+            let (lo, hi) = m.score_range();
+            assert!(lo <= m.negative_to() && m.negative_to() < m.positive_from());
+            assert!(m.positive_from() <= hi);
+        }
+        let csat: Vec<(bool, bool)> = (1..=5)
+            .map(|s| (Metric::Csat.is_positive(s), Metric::Csat.is_negative(s)))
+            .collect();
+        assert_eq!(
+            csat,
+            [
+                (false, true),
+                (false, true),
+                (false, false),
+                (true, false),
+                (true, false)
+            ]
+        );
+        assert!(Metric::Nps.is_positive(9) && !Metric::Nps.is_positive(8));
+        assert!(Metric::Nps.is_negative(6) && !Metric::Nps.is_negative(7));
+        assert!(Metric::Ces.is_positive(5) && Metric::Ces.is_negative(3));
+        assert!(!Metric::Ces.is_positive(4) && !Metric::Ces.is_negative(4));
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(Metric::Csat.value(4, 14, 2, 1), Some(50.0));
+        assert_eq!(Metric::Nps.value(6, 40, 2, 2), Some(0.0));
+        assert_eq!(Metric::Nps.value(4, 30, 3, 1), Some(50.0));
+        assert_eq!(Metric::Ces.value(4, 22, 2, 1), Some(5.5));
+        assert_eq!(Metric::Ces.value(0, 0, 0, 0), None);
     }
 }

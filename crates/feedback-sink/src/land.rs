@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use feedback_clickhouse::errors::{classify, Class};
 use feedback_clickhouse::{
-    Ch, DeadLetterRow, Landed, ProgressRow, DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS,
+    Ch, DeadLetterRow, InsertRow, Landed, ProgressRow, DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS,
     RATING_COLUMNS,
 };
 use feedback_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -175,7 +175,7 @@ impl Lander {
     }
 
     /// Lands `items` into `table`; returns the rows the server rejected with its error.
-    async fn land<T: clickhouse::Row + Serialize + Coordinates>(
+    async fn land<T: InsertRow + Coordinates>(
         &mut self,
         table: &'static str,
         items: Vec<Item<T>>,

@@ -9,9 +9,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use feedback_clickhouse::migrations::render;
+use feedback_clickhouse::queries::erase::{self, ErasedTable, Erasure};
 use feedback_clickhouse::Ch;
-use serde::Deserialize;
 
 use feedback_runtime::Common;
 
@@ -38,134 +37,24 @@ pub struct Args {
     pub print_sql: bool,
 }
 
-/// Each table, and the condition selecting the customer's rows. `?` is the customer_ref,
-/// `?re` the pattern of [`mention`]: a dead letter's payload (Avro as text, or JSON) or
-/// error mentions the ref as a whole token, so erasing `c-7` leaves `c-70` alone.
-const TARGETS: [(&str, &str); 3] = [
-    ("interactions", "customer_ref = ?"),
-    ("ratings", "customer_ref = ?"),
-    ("dead_letters", "match(payload, ?re) OR match(error, ?re)"),
-];
-
-/// An RE2 pattern matching `customer_ref` not preceded or followed by an identifier
-/// character (Avro strings are preceded by a length byte, JSON strings by a quote).
-pub fn mention(customer_ref: &str) -> String {
-    let mut escaped = String::new();
-    for c in customer_ref.chars() {
-        if c.is_ascii_punctuation() {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    format!("(^|[^A-Za-z0-9_.@-]){escaped}($|[^A-Za-z0-9_.@-])")
-}
-
-/// `sql` with the customer_ref (`?`) and its pattern (`?re`) bound, in order.
-fn bind_ref(ch: &Ch, sql: &str, customer_ref: &str) -> clickhouse::query::Query {
-    let is_re: Vec<bool> = sql
-        .match_indices('?')
-        .map(|(i, _)| sql[i..].starts_with("?re"))
-        .collect();
-    let mut q = ch.client().query(&sql.replace("?re", "?"));
-    let pattern = mention(customer_ref);
-    for re in is_re {
-        q = if re {
-            q.bind(pattern.as_str())
-        } else {
-            q.bind(customer_ref)
-        };
-    }
-    q
-}
-
-/// A ClickHouse string literal, escaped as the client library escapes bound values.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-/// `sql` with `?` and `?re` replaced by the quoted customer_ref and pattern.
-fn inline(sql: &str, customer_ref: &str) -> String {
-    sql.replace("?re", &literal(&mention(customer_ref)))
-        .replace("= ?", &format!("= {}", literal(customer_ref)))
-}
-
 /// The statements of `--print-sql`.
-fn plan(db: &str, customer_ref: &str) -> serde_json::Value {
-    let count: Vec<(&str, String)> = TARGETS
-        .iter()
-        .map(|(t, c)| {
-            (
-                *t,
-                inline(
-                    &render(&format!("SELECT count() FROM {{db}}.{t} WHERE {c}"), db),
-                    customer_ref,
-                ),
+fn plan(db: &str, customer_ref: &str) -> anyhow::Result<serde_json::Value> {
+    let p = erase::printed(db, customer_ref).context(
+        "--print-sql needs a database name (--clickhouse-database) of letters, digits and _",
+    )?;
+    Ok(serde_json::json!({ "count": p.count, "delete": p.delete }))
+}
+
+async fn count(ch: &Ch, table: ErasedTable, customer_ref: &str) -> anyhow::Result<u64> {
+    erase::count_rows(ch, table, customer_ref)
+        .await
+        .with_context(|| {
+            format!(
+                "counting {}.{} rows of the customer",
+                ch.database(),
+                table.name()
             )
         })
-        .collect();
-    let delete: Vec<String> = TARGETS
-        .iter()
-        .map(|(t, c)| {
-            inline(
-                &render(&format!("ALTER TABLE {{db}}.{t} DELETE WHERE {c}"), db),
-                customer_ref,
-            )
-        })
-        .collect();
-    serde_json::json!({ "count": count, "delete": delete })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn printed_statements_quote_the_ref() {
-        let p = super::plan("db", "o'k");
-        assert_eq!(
-            p["delete"][1],
-            "ALTER TABLE db.ratings DELETE WHERE customer_ref = 'o\\'k'"
-        );
-        assert_eq!(
-            p["count"][0][1],
-            "SELECT count() FROM db.interactions WHERE customer_ref = 'o\\'k'"
-        );
-    }
-
-    #[test]
-    fn mention_pattern_escapes_and_bounds() {
-        assert_eq!(
-            super::mention("c-7.x"),
-            r"(^|[^A-Za-z0-9_.@-])c\-7\.x($|[^A-Za-z0-9_.@-])"
-        );
-    }
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct N {
-    n: u64,
-}
-
-async fn count(ch: &Ch, table: &str, cond: &str, customer_ref: &str) -> anyhow::Result<u64> {
-    let sql = render(
-        &format!("SELECT count() AS n FROM {{db}}.{table} WHERE {cond}"),
-        ch.database(),
-    );
-    let rows: Vec<N> = bind_ref(ch, &sql, customer_ref)
-        .fetch_all()
-        .await
-        .with_context(|| format!("counting {}.{table} rows of the customer", ch.database()))?;
-    Ok(rows.first().map(|r| r.n).unwrap_or(0))
-}
-
-/// Unfinished mutations on the erased tables.
-async fn pending(ch: &Ch) -> anyhow::Result<u64> {
-    let rows: Vec<N> = ch
-        .client()
-        .query("SELECT count() AS n FROM system.mutations WHERE database = ? AND table IN ('interactions', 'ratings', 'dead_letters') AND is_done = 0")
-        .bind(ch.database())
-        .fetch_all()
-        .await
-        .context("reading system.mutations")?;
-    Ok(rows.first().map(|r| r.n).unwrap_or(0))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -177,27 +66,23 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     if args.print_sql {
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan(&args.common.clickhouse_database, &customer_ref))?
+            serde_json::to_string_pretty(&plan(&args.common.clickhouse_database, &customer_ref)?)?
         );
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let ch = args.common.clickhouse()?;
     let mut before = Vec::new();
-    for (table, cond) in TARGETS {
-        before.push(count(&ch, table, cond, &customer_ref).await?);
+    for table in ErasedTable::ALL {
+        before.push(count(&ch, table, &customer_ref).await?);
     }
-    for (table, cond) in TARGETS {
-        let sql = render(
-            &format!("ALTER TABLE {{db}}.{table} DELETE WHERE {cond}"),
-            ch.database(),
-        );
-        bind_ref(&ch, &sql, &customer_ref)
-            .execute()
+    for table in ErasedTable::ALL {
+        erase::delete_rows(&ch, table, &customer_ref)
             .await
             .with_context(|| {
                 format!(
-                    "deleting the customer's rows from {}.{table}",
-                    ch.database()
+                    "deleting the customer's rows from {}.{}",
+                    ch.database(),
+                    table.name()
                 )
             })?;
     }
@@ -206,10 +91,12 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let mut after;
     loop {
         after = Vec::new();
-        for (table, cond) in TARGETS {
-            after.push(count(&ch, table, cond, &customer_ref).await?);
+        for table in ErasedTable::ALL {
+            after.push(count(&ch, table, &customer_ref).await?);
         }
-        let open = pending(&ch).await?;
+        let open = erase::pending_mutations(&ch)
+            .await
+            .context("reading system.mutations")?;
         if open == 0 && after.iter().all(|&n| n == 0) {
             break;
         }
@@ -224,21 +111,17 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         .zip(&after)
         .map(|(b, a)| b - a.min(b))
         .collect();
-    ch.client()
-        .query(&render(
-            "INSERT INTO {db}.erasures (erased_at, customer_ref, reason, requested_by, interactions, ratings, dead_letters, complete) \
-             VALUES (now(), ?, ?, ?, ?, ?, ?, ?)",
-            ch.database(),
-        ))
-        .bind(customer_ref.as_str())
-        .bind(args.reason.as_str())
-        .bind(args.requested_by.as_str())
-        .bind(removed[0])
-        .bind(removed[1])
-        .bind(removed[2])
-        .bind(u8::from(complete))
-        .execute()
-        .await
+    erase::record(
+        &ch,
+        &Erasure {
+            customer_ref: &customer_ref,
+            reason: &args.reason,
+            requested_by: &args.requested_by,
+            removed: [removed[0], removed[1], removed[2]],
+            complete,
+        },
+    )
+    .await
         .with_context(|| {
             format!(
                 "recording the erasure in {}.erasures (run `feedback migrate` first: migration 6 creates it)",
@@ -261,5 +144,21 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             args.wait_secs, after[0], after[1], after[2]
         );
         Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printed_statements_quote_the_ref() {
+        let p = super::plan("db", "o'k").unwrap();
+        assert_eq!(
+            p["delete"][1],
+            "ALTER TABLE db.ratings DELETE WHERE customer_ref = 'o\\'k'"
+        );
+        assert_eq!(
+            p["count"][0][1],
+            "SELECT count() FROM db.interactions WHERE customer_ref = 'o\\'k'"
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! sent twice, 40% carry a comment; 8% of ratings are about no interaction (relationship NPS,
 //! app-store reviews). No I/O, no clock: the caller passes the time.
 
+pub mod oracle;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use feedback_clickhouse::queries::bench::{self as bench_sql, RawTable};
 use feedback_events::{reference, Encoded};
 use feedback_kafka::Topics;
 use feedback_workload::{Generated, Item, Mix, Workload};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
 
 use feedback_runtime::Common;
 use kafka::Msg;
@@ -77,11 +77,6 @@ pub struct Args {
     /// The sink's flush interval in milliseconds (the freshness target is this + 500 ms).
     #[arg(long, env = "FEEDBACK_SINK_FLUSH_MS", default_value_t = 500)]
     pub sink_flush_ms: u64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct Count {
-    n: u64,
 }
 
 /// One isolated pipeline of the run: topic prefix, database.
@@ -204,10 +199,7 @@ impl Ctx {
 
     fn count_rows(&self, database: &str) -> anyhow::Result<u64> {
         let ch = self.ch(database)?;
-        let r: Vec<Count> = self.rt.block_on(ch.fetch(
-            "SELECT (SELECT count() FROM {db}.interactions) + (SELECT count() FROM {db}.ratings) AS n",
-        ))?;
-        Ok(r.first().map_or(0, |c| c.n))
+        Ok(self.rt.block_on(bench_sql::raw_rows(&ch))?)
     }
 
     /// Sum of every sample of `metric` on the /metrics page at `base` (0 if unreachable).
@@ -420,8 +412,7 @@ fn cleanup(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
     }
     for tag in ["a", "b", "c"] {
         let ch = ctx.ch(&format!("{run_id}{tag}"))?;
-        ctx.rt
-            .block_on(ch.execute("DROP DATABASE IF EXISTS {db}"))?;
+        ctx.rt.block_on(bench_sql::drop_database(&ch))?;
     }
     Ok(())
 }
@@ -1056,27 +1047,16 @@ fn clickhouse_client_insert(
     ctx: &Ctx,
     database: &str,
 ) -> anyhow::Result<(f64, u64, Vec<ProcCost>)> {
-    #[derive(clickhouse::Row, Deserialize)]
-    struct Cols {
-        cols: String,
-    }
     let ch = ctx.ch(database)?;
     let port = ctx.args.clickhouse_tcp_port.to_string();
     let client = ctx.args.clickhouse_client.clone();
     let mut work = Vec::new();
-    for t in ["interactions", "ratings"] {
-        let c: Vec<Cols> = ctx.rt.block_on(ch.fetch(&format!(
-            "SELECT arrayStringConcat(groupArray(name), ', ') AS cols FROM (SELECT name FROM system.columns WHERE database = '{database}' AND table = '{t}' AND default_kind = '')"
-        )))?;
-        let cols = c.first().map(|c| c.cols.clone()).unwrap_or_default();
+    for table in RawTable::ALL {
+        let t = table.name();
+        let copy = ctx.rt.block_on(bench_sql::native_copy(&ch, table))?;
         let file = ctx.dir.join(format!("{t}.native"));
         let out = std::process::Command::new(&client)
-            .args([
-                "--port",
-                &port,
-                "--query",
-                &format!("SELECT {cols} FROM {database}.{t} FORMAT Native"),
-            ])
+            .args(["--port", &port, "--query", &copy.export])
             .stdout(std::fs::File::create(&file)?)
             .status()
             .with_context(|| {
@@ -1086,14 +1066,13 @@ fn clickhouse_client_insert(
             out.success(),
             "clickhouse-client --port {port} could not export {database}.{t}"
         );
-        work.push((t, cols, file));
+        work.push((t, copy.import, file));
     }
     let before = ctx.count_rows(database)?;
     let mut costs = Vec::new();
     let start = Instant::now();
-    for (t, cols, file) in &work {
+    for (t, query, file) in &work {
         let name = format!("clickhouse-client-{t}");
-        let query = format!("INSERT INTO {database}.{t} ({cols}) FORMAT Native");
         // clickhouse-client reads the rows from stdin: run it through sh for the redirect.
         let script = "exec \"$0\" --port \"$1\" --query \"$2\" < \"$3\"";
         let p = Proc::spawn(
@@ -1104,7 +1083,7 @@ fn clickhouse_client_insert(
                 script,
                 &client.display().to_string(),
                 &port,
-                &query,
+                query,
                 &file.display().to_string(),
             ],
             &[],

@@ -513,8 +513,8 @@ async fn drill(
         .collect();
     let expected = reconcile::Expected::new(&requests, &outcomes, &garbage_reasons);
     let want = (
-        expected.interactions.len() as u64,
-        expected.ratings.len() as u64,
+        expected.truth.interactions.len() as u64,
+        expected.truth.ratings.len() as u64,
         garbage_total as u64,
     );
     let settle = Instant::now() + Duration::from_secs(args.settle_secs);
@@ -654,7 +654,7 @@ async fn drill(
             log.secs()
         );
         if !args.keep {
-            let _ = ch.execute(&format!("DROP DATABASE IF EXISTS {name}")).await;
+            let _ = feedback_clickhouse::queries::bench::drop_database(&ch).await;
         }
         Ok(ExitCode::SUCCESS)
     } else {

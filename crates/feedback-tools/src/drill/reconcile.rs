@@ -1,163 +1,43 @@
 //! The end of a drill: what ClickHouse holds against what the drill generated and what
-//! the collector answered. Expected values are computed here from the generated items and
-//! the metric definitions written out again (not read from the SQL views under test).
+//! the collector answered. Expected values come from [`feedback_workload::oracle`] (the
+//! generated items and the thresholds of `Metric`, not the SQL views under test).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{Debug, Write};
 
+use feedback_clickhouse::queries::reconcile as q;
 use feedback_clickhouse::Ch;
 use feedback_events::Metric;
-use feedback_workload::Item;
-use serde::Deserialize;
+use feedback_workload::oracle::{self, Sums};
 
 use super::traffic::{Outcome, Request};
 
-type Sums = (u64, i64, u64, u64); // responses, score_sum, positive, negative
-
-/// The metric definitions of the design: (positive, negative) for a score.
-fn classify(metric: Metric, score: i32) -> (u64, u64) {
-    let (pos, neg) = match metric {
-        Metric::Csat => (score >= 4, score <= 2),
-        Metric::Nps => (score >= 9, score <= 6),
-        Metric::Ces => (score >= 5, score <= 3),
-    };
-    (pos as u64, neg as u64)
-}
-
-fn value(metric: &str, s: &Sums) -> f64 {
-    let r = s.0 as f64;
-    match metric {
-        "csat" => 100.0 * s.2 as f64 / r,
-        "nps" => 100.0 * (s.2 as f64 - s.3 as f64) / r,
-        _ => s.1 as f64 / r,
-    }
-}
-
-fn add(s: &mut Sums, metric: Metric, score: i32) {
-    let (p, n) = classify(metric, score);
-    s.0 += 1;
-    s.1 += score as i64;
-    s.2 += p;
-    s.3 += n;
-}
-
 /// Everything the drill expects to find.
-#[derive(Default)]
 pub struct Expected {
-    pub interactions: BTreeSet<String>,
-    pub ratings: BTreeSet<String>,
-    pub rejected: BTreeSet<String>,
-    /// Ids of requests that never got a final answer (stored or not: unknown).
-    pub unresolved: BTreeSet<String>,
+    /// Ids and aggregates of the requests, by their outcome.
+    pub truth: oracle::Expected,
+    /// Dead letters per (component, reason).
     pub dead: BTreeMap<(String, String), u64>,
-    team_minute: BTreeMap<(String, String, u32), Sums>,
-    team_interactions_minute: BTreeMap<(String, u32, String, String), u64>,
-    team_dim_minute: BTreeMap<(String, String, String, String, u32), Sums>,
-    team_metrics: BTreeMap<(String, String), Sums>,
-}
-
-fn minute(ms: i64) -> u32 {
-    (ms.div_euclid(1000) / 60 * 60) as u32
 }
 
 impl Expected {
     /// From the requests and their outcomes, and the garbage reasons written to Kafka.
     pub fn new(requests: &[Request], outcomes: &[Outcome], garbage: &[&'static str]) -> Self {
-        let mut e = Expected::default();
-        // Interactions first: a rating's `kind` dimension is its interaction's kind.
-        let mut kinds: HashMap<&str, &str> = HashMap::new();
-        for (r, o) in requests.iter().zip(outcomes) {
-            for g in &r.items {
-                let id = g.item.id().to_string();
-                match o {
-                    Outcome::Rejected(_) => {
-                        e.rejected.insert(id);
-                    }
-                    Outcome::Unresolved(_) => {
-                        e.unresolved.insert(id);
-                    }
-                    Outcome::Accepted => {
-                        if let Item::Interaction(i) = &g.item {
-                            kinds.insert(&i.interaction_id, &i.kind);
-                        }
-                    }
-                }
-            }
-        }
-        for (r, o) in requests.iter().zip(outcomes) {
-            if !matches!(o, Outcome::Accepted) {
-                continue;
-            }
-            for g in &r.items {
-                let team = g.team.to_string();
-                match &g.item {
-                    Item::Interaction(i) => {
-                        if !e.interactions.insert(i.interaction_id.clone()) {
-                            continue; // the same event sent again: counted once
-                        }
-                        *e.team_interactions_minute
-                            .entry((
-                                team,
-                                minute(i.occurred_at),
-                                i.channel.as_str().to_string(),
-                                i.kind.clone(),
-                            ))
-                            .or_default() += 1;
-                    }
-                    Item::Rating(x) => {
-                        if !e.ratings.insert(x.rating_id.clone()) {
-                            continue;
-                        }
-                        let m = minute(x.occurred_at);
-                        let metric = x.metric.as_str().to_string();
-                        add(
-                            e.team_minute
-                                .entry((team.clone(), metric.clone(), m))
-                                .or_default(),
-                            x.metric,
-                            x.score,
-                        );
-                        add(
-                            e.team_metrics
-                                .entry((team.clone(), metric.clone()))
-                                .or_default(),
-                            x.metric,
-                            x.score,
-                        );
-                        let kind = x
-                            .interaction_id
-                            .as_deref()
-                            .and_then(|i| kinds.get(i))
-                            .unwrap_or(&"");
-                        for (d, v) in [
-                            ("channel", x.channel.as_str()),
-                            ("product", x.product.as_deref().unwrap_or("")),
-                            ("kind", kind),
-                        ] {
-                            add(
-                                e.team_dim_minute
-                                    .entry((
-                                        team.clone(),
-                                        metric.clone(),
-                                        d.to_string(),
-                                        v.to_string(),
-                                        m,
-                                    ))
-                                    .or_default(),
-                                x.metric,
-                                x.score,
-                            );
-                        }
-                    }
-                }
-            }
-        }
+        let truth = oracle::Expected::from_requests(requests.iter().zip(outcomes).map(|(r, o)| {
+            let o = match o {
+                Outcome::Accepted => oracle::Outcome::Accepted,
+                Outcome::Rejected(_) => oracle::Outcome::Rejected,
+                Outcome::Unresolved(_) => oracle::Outcome::Unresolved,
+            };
+            (r.items.as_slice(), o)
+        }));
+        let mut dead = BTreeMap::new();
         for reason in garbage {
-            *e.dead
+            *dead
                 .entry(("attributor".to_string(), reason.to_string()))
                 .or_default() += 1;
         }
-        e
+        Expected { truth, dead }
     }
 }
 
@@ -171,80 +51,9 @@ impl PartialEq for Approx {
     }
 }
 
-#[derive(clickhouse::Row, Deserialize)]
-struct IdCount {
-    id: String,
-    n: u64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct Dead {
-    component: String,
-    reason: String,
-    n: u64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct Tm {
-    team: String,
-    metric: String,
-    minute: u32,
-    responses: u64,
-    score_sum: i64,
-    positive: u64,
-    negative: u64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct Tim {
-    team: String,
-    minute: u32,
-    channel: String,
-    kind: String,
-    interactions: u64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct Tdm {
-    team: String,
-    metric: String,
-    dimension: String,
-    dim_value: String,
-    minute: u32,
-    responses: u64,
-    score_sum: i64,
-    positive: u64,
-    negative: u64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct Mv {
-    team: String,
-    metric: String,
-    responses: u64,
-    positive: u64,
-    negative: u64,
-    score_sum: i64,
-    value: f64,
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct N {
-    n: u64,
-}
-
 /// Rows landed so far: (interactions, ratings, dead letters).
 pub async fn landed(ch: &Ch) -> anyhow::Result<(u64, u64, u64)> {
-    let n = |sql: &'static str| async move {
-        ch.fetch::<N>(sql)
-            .await
-            .map(|r| r.first().map(|x| x.n).unwrap_or(0))
-    };
-    Ok((
-        n("SELECT count() AS n FROM {db}.interactions").await?,
-        n("SELECT count() AS n FROM {db}.ratings").await?,
-        n("SELECT count() AS n FROM {db}.dead_letters").await?,
-    ))
+    Ok(q::raw_counts(ch).await?)
 }
 
 /// One line of the reconciliation table.
@@ -421,18 +230,13 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
         lines: Vec::new(),
         ok: true,
     };
-    let ids = |sql: &'static str| async move {
-        anyhow::Ok(
-            ch.fetch::<IdCount>(sql)
-                .await?
-                .into_iter()
-                .map(|r| (r.id, r.n))
-                .collect::<HashMap<String, u64>>(),
-        )
+    let e_dead = &e.dead;
+    let e = &e.truth;
+    let ids = |rows: Vec<q::IdCount>| -> HashMap<String, u64> {
+        rows.into_iter().map(|r| (r.id, r.n)).collect()
     };
-    let fi =
-        ids("SELECT interaction_id AS id, count() AS n FROM {db}.interactions GROUP BY id").await?;
-    let fr = ids("SELECT rating_id AS id, count() AS n FROM {db}.ratings GROUP BY id").await?;
+    let fi = ids(q::interaction_ids(ch).await?);
+    let fr = ids(q::rating_ids(ch).await?);
     ids_line(
         &mut report,
         "interactions",
@@ -465,32 +269,35 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
         format!("{} ids rejected", e.rejected.len()),
     );
 
-    let dead: BTreeMap<(String, String), u64> = ch
-        .fetch::<Dead>("SELECT component, reason, count() AS n FROM {db}.dead_letters GROUP BY component, reason")
+    let dead: BTreeMap<(String, String), u64> = q::dead_letters(ch)
         .await?
         .into_iter()
         .map(|d| ((d.component, d.reason), d.n))
         .collect();
-    let keys: BTreeSet<&(String, String)> = e.dead.keys().chain(dead.keys()).collect();
+    let keys: BTreeSet<&(String, String)> = e_dead.keys().chain(dead.keys()).collect();
     for k in keys {
         report.push(
             format!("dead letters {}/{}", k.0, k.1),
-            e.dead.get(k).copied().unwrap_or(0),
+            e_dead.get(k).copied().unwrap_or(0),
             dead.get(k).copied().unwrap_or(0),
             String::new(),
         );
     }
 
-    let tm: BTreeMap<(String, String, u32), Sums> = ch
-        .fetch::<Tm>("SELECT team, metric, toUInt32(minute) AS minute, sum(responses) AS responses, sum(score_sum) AS score_sum, sum(positive) AS positive, sum(negative) AS negative FROM {db}.team_minute GROUP BY team, metric, minute")
+    let a = &e.aggregates;
+    let tm: BTreeMap<(String, String, u32), Sums> = q::team_minute(ch)
         .await?
         .into_iter()
-        .map(|r| ((r.team, r.metric, r.minute), (r.responses, r.score_sum, r.positive, r.negative)))
+        .map(|r| {
+            (
+                (r.team, r.metric, r.minute),
+                (r.responses, r.score_sum, r.positive, r.negative),
+            )
+        })
         .collect();
-    map_line(&mut report, "team_minute", &e.team_minute, &tm);
+    map_line(&mut report, "team_minute", &a.team_minute, &tm);
 
-    let tim: BTreeMap<(String, u32, String, String), u64> = ch
-        .fetch::<Tim>("SELECT team, toUInt32(minute) AS minute, channel, kind, sum(interactions) AS interactions FROM {db}.team_interactions_minute GROUP BY team, minute, channel, kind")
+    let tim: BTreeMap<(String, u32, String, String), u64> = q::team_interactions_minute(ch)
         .await?
         .into_iter()
         .map(|r| ((r.team, r.minute, r.channel, r.kind), r.interactions))
@@ -498,31 +305,41 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
     map_line(
         &mut report,
         "team_interactions_minute",
-        &e.team_interactions_minute,
+        &a.team_interactions_minute,
         &tim,
     );
 
-    let tdm: BTreeMap<(String, String, String, String, u32), Sums> = ch
-        .fetch::<Tdm>("SELECT team, metric, dimension, dim_value, toUInt32(minute) AS minute, sum(responses) AS responses, sum(score_sum) AS score_sum, sum(positive) AS positive, sum(negative) AS negative FROM {db}.team_dim_minute GROUP BY team, metric, dimension, dim_value, minute")
+    let tdm: BTreeMap<(String, String, String, String, u32), Sums> = q::team_dim_minute(ch)
         .await?
         .into_iter()
-        .map(|r| ((r.team, r.metric, r.dimension, r.dim_value, r.minute), (r.responses, r.score_sum, r.positive, r.negative)))
+        .map(|r| {
+            (
+                (r.team, r.metric, r.dimension, r.dim_value, r.minute),
+                (r.responses, r.score_sum, r.positive, r.negative),
+            )
+        })
         .collect();
-    map_line(&mut report, "team_dim_minute", &e.team_dim_minute, &tdm);
+    map_line(&mut report, "team_dim_minute", &a.team_dim_minute, &tdm);
 
     // The metric views: sums exact, the value within rounding (the views round to 4 places).
-    let want: BTreeMap<(String, String), (Sums, Approx)> = e
+    let want: BTreeMap<(String, String), (Sums, Approx)> = a
         .team_metrics
         .iter()
-        .map(|(k, s)| (k.clone(), (*s, Approx(value(&k.1, s)))))
+        .map(|(k, s)| {
+            let v =
+                k.1.parse::<Metric>()
+                    .map_or(f64::NAN, |m| oracle::value(m, s));
+            (k.clone(), (*s, Approx(v)))
+        })
         .collect();
-    for (what, sql) in [
-        ("team_metrics (total)", "SELECT team, metric, responses, positive, negative, score_sum, value FROM {db}.team_metrics WHERE grain = 'total'"),
-        ("team_metrics_window (last_24h)", "SELECT team, metric, responses, positive, negative, score_sum, value FROM {db}.team_metrics_window WHERE window = 'last_24h'"),
+    for (what, rows) in [
+        ("team_metrics (total)", ch.metrics("total").await?),
+        (
+            "team_metrics_window (last_24h)",
+            q::metrics_window(ch, "last_24h").await?,
+        ),
     ] {
-        let have: BTreeMap<(String, String), (Sums, Approx)> = ch
-            .fetch::<Mv>(sql)
-            .await?
+        let have: BTreeMap<(String, String), (Sums, Approx)> = rows
             .into_iter()
             .map(|r| {
                 (
@@ -542,22 +359,6 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metric_definitions() {
-        let mut s = Sums::default();
-        for score in [10, 9, 8, 7, 6, 0] {
-            add(&mut s, Metric::Nps, score);
-        }
-        assert_eq!(s, (6, 40, 2, 2));
-        assert_eq!(value("nps", &s), 0.0);
-        let mut c = Sums::default();
-        for score in [5, 4, 3, 2] {
-            add(&mut c, Metric::Csat, score);
-        }
-        assert_eq!(value("csat", &c), 50.0);
-        assert_eq!(minute(61_999), 60);
-    }
 
     #[test]
     fn differing_keys_include_both_sides() {
