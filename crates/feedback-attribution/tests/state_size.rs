@@ -5,8 +5,8 @@
 use std::alloc::System;
 use std::sync::Arc;
 
-use feedback_events::{Channel, Interaction, Metric, Rating, SourceRef};
 use feedback_attribution::{Engine, Outcome, Ownership};
+use feedback_events::{Channel, Interaction, Metric, Rating, SourceRef};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]

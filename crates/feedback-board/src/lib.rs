@@ -152,11 +152,16 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response()
 }
 
-fn window_of(p: &Params) -> Result<&'static str, String> {
+/// A `window=` parameter the API does not serve.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown window {0:?}; use window=1h, window=24h or window=7d")]
+struct UnknownWindow(String);
+
+fn window_of(p: &Params) -> Result<&'static str, UnknownWindow> {
     let w = p.window.as_deref().unwrap_or("24h");
     queries::window(w)
         .map(|w| w.0)
-        .ok_or_else(|| format!("unknown window {w:?}; use window=1h, window=24h or window=7d"))
+        .ok_or_else(|| UnknownWindow(w.to_string()))
 }
 
 fn token_of<'a>(p: &'a Params, headers: &'a HeaderMap) -> Option<&'a str> {
@@ -361,7 +366,7 @@ fn unknown_team(state: &AppState, team: &str) -> Response {
 async fn api_index(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     match s.index_snapshot(window).await {
         Ok(v) => Json((*v).clone()).into_response(),
@@ -377,7 +382,7 @@ async fn api_team(
 ) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let Some(info) = s.team(&team).cloned() else {
         return unknown_team(&s, &team);
@@ -460,7 +465,7 @@ where
 async fn events_index(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let refresh = s.refresh;
     live(refresh, move || {
@@ -478,7 +483,7 @@ async fn events_team(
 ) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let Some(info) = s.team(&team).cloned() else {
         return unknown_team(&s, &team);
@@ -508,7 +513,7 @@ fn with_initial(html: &str, snapshot: Option<&Value>) -> String {
 async fn index_page(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let snap = s.index_snapshot(window).await.ok();
     Html(with_initial(INDEX_HTML, snap.as_deref())).into_response()
@@ -532,7 +537,7 @@ async fn team_page(
     };
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let access = s.access.check(&team, token_of(&p, &headers));
     let snap = s.team_snapshot(&info, window, access).await.ok();
@@ -584,9 +589,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
-            get(
-                |State(s): State<Arc<AppState>>| async move { feedback_runtime::metrics::render(&s.registry) },
-            ),
+            get(|State(s): State<Arc<AppState>>| async move {
+                feedback_runtime::metrics::render(&s.registry)
+            }),
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -765,8 +770,8 @@ pub async fn run(
     args: Args,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let ownership =
-        feedback_attribution::Ownership::load_dir(&args.ownership_dir).map_err(anyhow::Error::msg)?;
+    let ownership = feedback_attribution::Ownership::load_dir(&args.ownership_dir)
+        .map_err(anyhow::Error::msg)?;
     let mut teams: Vec<TeamInfo> = ownership
         .teams
         .iter()

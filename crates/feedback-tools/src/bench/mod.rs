@@ -475,8 +475,8 @@ fn measure(ctx: &mut Ctx, run_id: &str) -> anyhow::Result<Measured> {
 
     // The events: one workload, encoded once; every measurement uses these.
     step("generating and encoding the workload");
-    let generated: Vec<Generated> =
-        Workload::new(1, run_id, Mix::default()).generate(ctx.args.events, feedback_runtime::now_ms());
+    let generated: Vec<Generated> = Workload::new(1, run_id, Mix::default())
+        .generate(ctx.args.events, feedback_runtime::now_ms());
     let n = generated.len() as u64;
     let distinct = generated
         .iter()
@@ -1042,7 +1042,7 @@ fn post_all(
             .buffer_unordered(8);
         let mut done = 0u64;
         while let Some(r) = s.next().await {
-            done += r.map_err(anyhow::Error::msg)?;
+            done += r?;
             bar.set_position(done);
         }
         anyhow::Ok(())

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use feedback_events::{Channel, Interaction, Metric, Rating, SourceRef};
 use feedback_attribution::{Engine, Ownership};
+use feedback_events::{Channel, Interaction, Metric, Rating, SourceRef};
 use feedback_workload::{Item, Mix, Workload};
 use indicatif::ProgressBar;
 

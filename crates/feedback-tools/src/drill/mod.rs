@@ -24,8 +24,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use feedback_runtime::Common;
 use faults::{Fault, ServiceCommands, Services};
+use feedback_runtime::Common;
 use procs::Proc;
 use traffic::Outcome;
 
