@@ -5,11 +5,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use feedback_attribution::Engine;
 use feedback_kafka::rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use feedback_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use feedback_kafka::rdkafka::{ClientContext, Message, Offset, Statistics, TopicPartitionList};
 use feedback_kafka::KafkaConfig;
-use feedback_attribution::Engine;
 use prometheus::IntGaugeVec;
 
 /// What the consumer's rebalance callbacks saw; drained by the worker after each poll.
