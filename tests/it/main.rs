@@ -21,3 +21,4 @@ mod sink_chaos;
 mod sink_dead_letters;
 mod sink_rebalance;
 mod sink_support;
+mod tracing_ids;

@@ -16,7 +16,7 @@ use feedback_events::{
 };
 
 use crate::files::{Ownership, Subject};
-use crate::state::Entry;
+use crate::state::{Entry, StateError};
 
 /// What the engine remembers of an interaction, for the ratings that refer to it: the
 /// decision (team, claim, ownership version) that its ratings inherit.
@@ -460,10 +460,15 @@ impl Engine {
 
     /// Applies one changelog record (the latest record of a key wins, so records must be
     /// applied in changelog order). Call [`Engine::finish_restore`] after the last one.
-    pub fn restore(&mut self, key: &str, value: Option<&[u8]>, now_ms: i64) -> Result<(), String> {
+    pub fn restore(
+        &mut self,
+        key: &str,
+        value: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<(), StateError> {
         let (kind, id) = key
             .split_once(':')
-            .ok_or_else(|| format!("state key {key:?} has no kind prefix"))?;
+            .ok_or_else(|| StateError::NoKindPrefix { key: key.into() })?;
         let Some(value) = value else {
             match kind {
                 "i" => {
@@ -476,7 +481,10 @@ impl Engine {
             }
             return Ok(());
         };
-        let entry = Entry::decode(value).map_err(|e| format!("state key {key:?}: {e}"))?;
+        let entry = Entry::decode(value).map_err(|e| StateError::Entry {
+            key: key.into(),
+            error: Box::new(e),
+        })?;
         match (kind, entry) {
             (
                 "i",
@@ -522,7 +530,13 @@ impl Engine {
                     },
                 );
             }
-            (k, e) => return Err(format!("state key {key:?} ({k}) holds {e:?}")),
+            (k, e) => {
+                return Err(StateError::Mismatch {
+                    key: key.into(),
+                    kind: k.into(),
+                    entry: format!("{e:?}"),
+                })
+            }
         }
         Ok(())
     }

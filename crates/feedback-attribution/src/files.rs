@@ -104,7 +104,7 @@ fn literal_prefix(glob: &str) -> &str {
 }
 
 /// Validates one value of an enum-typed claim field.
-type EnumCheck = fn(&str) -> Result<(), String>;
+type EnumCheck = fn(&str) -> Result<(), feedback_events::UnknownSymbol>;
 
 /// The fields a claim can match on.
 pub const CLAIM_FIELDS: &[&str] = &["service", "channel", "kind", "product", "region", "metric"];
@@ -238,15 +238,34 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// An ownership directory that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    #[error("cannot read ownership directory {}: {error}; point --ownership-dir (FEEDBACK_OWNERSHIP_DIR) at the folder of <team>.toml files", dir.display())]
+    ReadDir { dir: PathBuf, error: std::io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("no ownership files (*.toml) in {}", dir.display())]
+    NoFiles { dir: PathBuf },
+    #[error(
+        "ownership files in {} have {} error(s); run `feedback ownership check`:\n{}",
+        dir.display(),
+        errors.len(),
+        errors.join("\n")
+    )]
+    Invalid { dir: PathBuf, errors: Vec<String> },
+}
+
 impl Ownership {
     /// The (file name, contents) of every `*.toml` in `dir`, sorted by name.
-    pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, String> {
+    pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, OwnershipError> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| {
-                format!(
-                    "cannot read ownership directory {}: {e}; point --ownership-dir (FEEDBACK_OWNERSHIP_DIR) at the folder of <team>.toml files",
-                    dir.display()
-                )
+            .map_err(|error| OwnershipError::ReadDir {
+                dir: dir.to_path_buf(),
+                error,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -254,8 +273,10 @@ impl Ownership {
         paths.sort();
         let mut files = Vec::new();
         for p in paths {
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(&p).map_err(|error| OwnershipError::ReadFile {
+                path: p.clone(),
+                error,
+            })?;
             let name = p
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -267,10 +288,12 @@ impl Ownership {
 
     /// Reads every `*.toml` in `dir`. Errors name the file and line; a directory with
     /// errors or no files is refused.
-    pub fn load_dir(dir: &Path) -> Result<Ownership, String> {
+    pub fn load_dir(dir: &Path) -> Result<Ownership, OwnershipError> {
         let files = Ownership::read_dir(dir)?;
         if files.is_empty() {
-            return Err(format!("no ownership files (*.toml) in {}", dir.display()));
+            return Err(OwnershipError::NoFiles {
+                dir: dir.to_path_buf(),
+            });
         }
         let o = Ownership::from_files(&files);
         let errors: Vec<String> = o
@@ -282,12 +305,10 @@ impl Ownership {
         if errors.is_empty() {
             Ok(o)
         } else {
-            Err(format!(
-                "ownership files in {} have {} error(s); run `feedback ownership check`:\n{}",
-                dir.display(),
-                errors.len(),
-                errors.join("\n")
-            ))
+            Err(OwnershipError::Invalid {
+                dir: dir.to_path_buf(),
+                errors,
+            })
         }
     }
 
@@ -425,7 +446,10 @@ impl Ownership {
                     _ => None,
                 };
                 if let Some(check) = check_enum {
-                    let bad: Vec<String> = values.iter().filter_map(|v| check(v).err()).collect();
+                    let bad: Vec<String> = values
+                        .iter()
+                        .filter_map(|v| check(v).err().map(|e| e.to_string()))
+                        .collect();
                     if !bad.is_empty() {
                         self.diag(
                             Severity::Error,

@@ -11,4 +11,6 @@ pub mod engine;
 pub mod explain;
 pub mod state;
 pub use engine::{Change, Engine, EngineStats, Outcome};
-pub use files::{Claim, Diagnostic, Matcher, Ownership, Severity, Subject, Team, CLAIM_FIELDS};
+pub use files::{
+    Claim, Diagnostic, Matcher, Ownership, OwnershipError, Severity, Subject, Team, CLAIM_FIELDS,
+};

@@ -85,7 +85,7 @@ impl Entry {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Entry, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Entry, StateError> {
         let mut r = Reader { b: bytes, at: 0 };
         let tag = r.take(1)?[0];
         let occurred_at = r.i64()?;
@@ -126,20 +126,44 @@ impl Entry {
                         },
                         rating: Box::new(rating),
                     },
-                    Ok(_) => return Err("parked entry holds another record type".into()),
-                    Err(e) => return Err(format!("parked rating does not decode: {e}")),
+                    Ok(_) => return Err(StateError::ParkedNotARating),
+                    Err(e) => return Err(StateError::ParkedUndecodable(e)),
                 }
             }
-            t => return Err(format!("unknown state entry format {t}")),
+            t => return Err(StateError::UnknownFormat(t)),
         };
         if r.at != bytes.len() {
-            return Err(format!(
-                "{} trailing bytes after the state entry",
-                bytes.len() - r.at
-            ));
+            return Err(StateError::Trailing(bytes.len() - r.at));
         }
         Ok(e)
     }
+}
+
+/// A changelog record that is not a state entry this version writes.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state entry truncated at byte {0}")]
+    Truncated(usize),
+    #[error("state entry string is not UTF-8 at byte {0}")]
+    NotUtf8(usize),
+    #[error("unknown state entry format {0}")]
+    UnknownFormat(u8),
+    #[error("{0} trailing bytes after the state entry")]
+    Trailing(usize),
+    #[error("parked entry holds another record type")]
+    ParkedNotARating,
+    #[error("parked rating does not decode: {0}")]
+    ParkedUndecodable(feedback_events::codec::DecodeError),
+    #[error("state key {key:?} has no kind prefix")]
+    NoKindPrefix { key: String },
+    #[error("state key {key:?} ({kind}) holds {entry}")]
+    Mismatch {
+        key: String,
+        kind: String,
+        entry: String,
+    },
+    #[error("state key {key:?}: {error}")]
+    Entry { key: String, error: Box<StateError> },
 }
 
 struct Reader<'a> {
@@ -148,30 +172,29 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
         let end = self
             .at
             .checked_add(n)
             .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| format!("state entry truncated at byte {}", self.at))?;
+            .ok_or(StateError::Truncated(self.at))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
     }
-    fn i64(&mut self) -> Result<i64, String> {
+    fn i64(&mut self) -> Result<i64, StateError> {
         Ok(i64::from_le_bytes(
             self.take(8)?.try_into().unwrap_or([0; 8]),
         ))
     }
-    fn i32(&mut self) -> Result<i32, String> {
+    fn i32(&mut self) -> Result<i32, StateError> {
         Ok(i32::from_le_bytes(
             self.take(4)?.try_into().unwrap_or([0; 4]),
         ))
     }
-    fn str(&mut self) -> Result<String, String> {
+    fn str(&mut self) -> Result<String, StateError> {
         let n = u32::from_le_bytes(self.take(4)?.try_into().unwrap_or([0; 4])) as usize;
-        String::from_utf8(self.take(n)?.to_vec())
-            .map_err(|_| format!("state entry string is not UTF-8 at byte {}", self.at))
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| StateError::NotUtf8(self.at))
     }
 }
 
@@ -230,7 +253,9 @@ mod tests {
             }
         }
         assert_eq!(
-            Entry::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap_err(),
+            Entry::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0])
+                .unwrap_err()
+                .to_string(),
             "unknown state entry format 9"
         );
     }

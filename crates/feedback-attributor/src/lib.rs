@@ -11,15 +11,15 @@ mod changelog;
 mod metrics;
 mod worker;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use prometheus::Registry;
 
+use feedback_runtime::shutdown::Shutdown;
+use feedback_runtime::supervise::{supervise_blocking, Restart, Restartable};
 use feedback_runtime::Common;
+use worker::WorkerError;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -104,26 +104,15 @@ impl Args {
     }
 }
 
-pub async fn run(
-    args: Args,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     let registry = Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
-    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone()).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.store(true, Ordering::SeqCst);
-        });
-    }
+    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &shutdown).await?;
     // The consume → attribute → produce loop is synchronous (librdkafka's transactional
     // calls block), so it runs on its own thread; the runtime keeps serving /metrics.
     let worker = std::thread::Builder::new()
         .name("attributor".into())
-        .spawn(move || run_worker(args, metrics, &stop))?;
+        .spawn(move || run_worker(args, metrics, &shutdown))?;
     tokio::task::spawn_blocking(move || worker.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the attributor thread panicked"))?
@@ -135,58 +124,53 @@ const FENCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 /// Fresh workers after a lost producer allowed within [`FENCE_WINDOW`].
 const PRODUCER_LOST_LIMIT: usize = 5;
 
+impl Restartable for WorkerError {
+    fn restart(&self) -> Option<Restart> {
+        match self {
+            // Same as a process restart (the SIGKILL-tested path), without leaving the
+            // process: found by `feedback drill`, where the attributor exited on it twice
+            // in 17 broker restarts. Bounded, in case Kafka keeps failing it.
+            WorkerError::ProducerLost(_) => Some(Restart {
+                kind: "producer lost",
+                max_restarts: PRODUCER_LOST_LIMIT,
+                window: FENCE_WINDOW,
+                action: "the transactional producer cannot go on; starting the worker again with a new producer (state from the changelog, input from the committed offsets)",
+            }),
+            WorkerError::Fenced(_) => Some(Restart {
+                kind: "fenced",
+                max_restarts: FENCE_LIMIT - 1,
+                window: FENCE_WINDOW,
+                action: "fenced out of the consumer group (the session expired while Kafka was unreachable, or another instance uses the same --instance); starting the worker again",
+            }),
+            WorkerError::Other(_) => None,
+        }
+    }
+}
+
 /// Runs the worker; when the group coordinator fences it, starts a fresh worker (new
 /// consumer and producer, state restored from the changelog) instead of exiting. A Kafka
 /// broker restart longer than the session timeout fences a lone static member too (found
 /// by `feedback drill`): exiting then only moved the restart to a supervisor. Two live
 /// instances with one name fence each other again at once, so being fenced
 /// [`FENCE_LIMIT`] times within [`FENCE_WINDOW`] still ends the process with that diagnosis.
-fn run_worker(args: Args, metrics: metrics::Metrics, stop: &AtomicBool) -> anyhow::Result<()> {
-    let mut fenced: std::collections::VecDeque<std::time::Instant> = Default::default();
-    let mut lost: std::collections::VecDeque<std::time::Instant> = Default::default();
-    loop {
-        let r = worker::Worker::start(args.clone(), metrics.clone())?.run(stop);
-        let Err(e) = r else { return Ok(()) };
-        if let Some(p) = e.downcast_ref::<worker::ProducerLost>() {
-            // Same as a process restart (the SIGKILL-tested path), without leaving the
-            // process: found by `feedback drill`, where the attributor exited on it twice
-            // in 17 broker restarts. Bounded, in case Kafka keeps failing it.
-            let now = std::time::Instant::now();
-            lost.push_back(now);
-            lost.retain(|t| now.duration_since(*t) <= FENCE_WINDOW);
-            if lost.len() > PRODUCER_LOST_LIMIT || stop.load(std::sync::atomic::Ordering::SeqCst) {
-                return Err(e.context(format!(
-                    "the transactional producer failed {} times within {}s; is Kafka healthy?",
-                    lost.len(),
-                    FENCE_WINDOW.as_secs()
-                )));
-            }
-            tracing::warn!(error = %p, "the transactional producer cannot go on; starting the worker again with a new producer (state from the changelog, input from the committed offsets)");
-            continue;
-        }
-        let Some(f) = e.downcast_ref::<worker::FencedInstance>() else {
-            return Err(e);
-        };
-        let now = std::time::Instant::now();
-        fenced.push_back(now);
-        while fenced
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > FENCE_WINDOW)
-        {
-            fenced.pop_front();
-        }
-        if fenced.len() >= FENCE_LIMIT || stop.load(std::sync::atomic::Ordering::SeqCst) {
-            anyhow::bail!(
-                "{f}, {} times within {}s: another attributor runs as instance {:?} in group {}; give every instance its own --instance",
-                fenced.len(),
-                FENCE_WINDOW.as_secs(),
-                f.instance,
-                f.group
-            );
-        }
-        tracing::warn!(
-            error = %f,
-            "fenced out of the consumer group (the session expired while Kafka was unreachable, or another instance uses the same --instance); starting the worker again"
-        );
+fn run_worker(args: Args, metrics: metrics::Metrics, stop: &Shutdown) -> anyhow::Result<()> {
+    let attempt = || worker::Worker::start(args.clone(), metrics.clone())?.run(stop);
+    let Err(g) = supervise_blocking(stop, attempt) else {
+        return Ok(());
+    };
+    match g.error {
+        WorkerError::Other(e) => Err(e),
+        WorkerError::ProducerLost(p) => Err(anyhow::Error::new(p).context(format!(
+            "the transactional producer failed {} times within {}s; is Kafka healthy?",
+            g.failures,
+            g.window.as_secs()
+        ))),
+        WorkerError::Fenced(f) => anyhow::bail!(
+            "{f}, {} times within {}s: another attributor runs as instance {:?} in group {}; give every instance its own --instance",
+            g.failures,
+            g.window.as_secs(),
+            f.instance,
+            f.group
+        ),
     }
 }

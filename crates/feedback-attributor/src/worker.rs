@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +32,7 @@ use super::changelog::{restore, Ctx, Rebalanced};
 use super::metrics::Metrics;
 use super::Args;
 use feedback_runtime::now_ms;
+use feedback_runtime::shutdown::Shutdown;
 
 /// Most bytes of a message kept in its dead letter (the rest is cut; header `payload_bytes`
 /// then gives the original size).
@@ -290,10 +290,12 @@ impl Worker {
         })
     }
 
-    pub fn run(mut self, stop: &AtomicBool) -> anyhow::Result<()> {
+    pub fn run(mut self, stop: &Shutdown) -> Result<(), WorkerError> {
         let batch_wait = Duration::from_millis(self.args.batch_ms);
         let mut batch: Vec<OwnedMessage> = Vec::with_capacity(self.args.batch_max);
-        while !stop.load(Ordering::SeqCst) {
+        // Transactions of this worker, numbered from 1: the `attributor_batch` span.
+        let mut txn: u64 = 0;
+        while !stop.is_requested() {
             self.housekeeping();
             batch.clear();
             let opened = Instant::now();
@@ -325,7 +327,7 @@ impl Worker {
                         break;
                     }
                 }
-                if stop.load(Ordering::SeqCst) || opened.elapsed() >= batch_wait {
+                if stop.is_requested() || opened.elapsed() >= batch_wait {
                     break;
                 }
             }
@@ -333,6 +335,9 @@ impl Worker {
             if batch.is_empty() && !self.orphans_due() {
                 continue;
             }
+            txn += 1;
+            let span = batch_span(txn, &batch);
+            let _entered = span.enter();
             match self.transact(&batch) {
                 Ok(p) => {
                     self.metrics
@@ -341,7 +346,7 @@ impl Worker {
                         .inc();
                     self.publish(p);
                 }
-                Err(TxnError::Fatal(e)) => return Err(e),
+                Err(TxnError::Fatal(e)) => return Err(e.into()),
                 Err(TxnError::Abortable(e)) => {
                     self.metrics
                         .transactions
@@ -643,6 +648,13 @@ impl Worker {
         let r = self.send(&self.topics.attributed, None, key_of(a), Some(&buf), None);
         self.buf = buf;
         r?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let id = match &a.event {
+                Event::Interaction(i) => &i.interaction_id,
+                Event::Rating(r) => &r.rating_id,
+            };
+            tracing::debug!(id = %id, team = %a.team, attribution = a.attribution.as_str(), orphan = a.orphan, "attributed");
+        }
         let kind = match a.event {
             Event::Interaction(_) => "interaction",
             Event::Rating(_) => "rating",
@@ -855,6 +867,46 @@ impl Worker {
             .get_mut(&p)
             .expect("engine presence checked by the caller")
     }
+}
+
+/// The span of one transaction: its number, its message count and, when the span is
+/// enabled, the offset range read per input partition (`topic[partition]:first..=last`).
+fn batch_span(txn: u64, batch: &[OwnedMessage]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "attributor_batch",
+        txn,
+        messages = batch.len(),
+        offsets = tracing::field::Empty
+    );
+    if !span.is_disabled() && !batch.is_empty() {
+        let mut ranges: std::collections::BTreeMap<(&str, i32), (i64, i64)> = Default::default();
+        for m in batch {
+            let r = ranges
+                .entry((m.topic(), m.partition()))
+                .or_insert((m.offset(), m.offset()));
+            r.0 = r.0.min(m.offset());
+            r.1 = r.1.max(m.offset());
+        }
+        let text = ranges
+            .iter()
+            .map(|((t, p), (a, b))| format!("{t}[{p}]:{a}..={b}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        span.record("offsets", text.as_str());
+    }
+    span
+}
+
+/// Why a worker stopped: its kind decides whether a fresh worker may take over
+/// (`Restartable` in lib.rs).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Fenced(#[from] FencedInstance),
+    #[error(transparent)]
+    ProducerLost(#[from] ProducerLost),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
 }
 
 /// The group coordinator fenced this consumer's static membership (`group.instance.id`).

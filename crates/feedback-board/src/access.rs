@@ -58,42 +58,64 @@ struct File {
     comment_tokens: BTreeMap<String, String>,
 }
 
+/// An access file the board cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot read access file {}: {error}; check --access-file (FEEDBACK_BOARD_ACCESS_FILE)", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("access file {}: {error}; expected a [comment_tokens] table of team = \"sha256:<hex>\"", path.display())]
+    Syntax {
+        path: std::path::PathBuf,
+        error: toml::de::Error,
+    },
+    #[error("access file {}: [comment_tokens] names team {team:?}, which has no ownership file; known teams: {known}", path.display())]
+    UnknownTeam {
+        path: std::path::PathBuf,
+        team: String,
+        known: String,
+    },
+    #[error("access file {}: the token of team {team:?} must be \"sha256:\" followed by 64 hex digits (make one with: printf %s 'TOKEN' | sha256sum); tokens are never stored in clear", path.display())]
+    BadToken {
+        path: std::path::PathBuf,
+        team: String,
+    },
+}
+
 impl Access {
     /// Parses the access file; `known` are the teams of the ownership files.
-    pub fn parse(path: &Path, text: &str, known: &[String]) -> Result<Access, String> {
-        let f: File = toml::from_str(text).map_err(|e| {
-            format!(
-                "access file {}: {e}; expected a [comment_tokens] table of team = \"sha256:<hex>\"",
-                path.display()
-            )
+    pub fn parse(path: &Path, text: &str, known: &[String]) -> Result<Access, AccessError> {
+        let f: File = toml::from_str(text).map_err(|error| AccessError::Syntax {
+            path: path.to_path_buf(),
+            error,
         })?;
         let mut hashes = BTreeMap::new();
         for (team, v) in f.comment_tokens {
             if !known.contains(&team) {
-                return Err(format!(
-                    "access file {}: [comment_tokens] names team {team:?}, which has no ownership file; known teams: {}",
-                    path.display(),
-                    known.join(", ")
-                ));
+                return Err(AccessError::UnknownTeam {
+                    path: path.to_path_buf(),
+                    team,
+                    known: known.join(", "),
+                });
             }
             let hex = v.strip_prefix("sha256:").unwrap_or("");
             let Some(h) = parse_hex(&hex.to_ascii_lowercase()) else {
-                return Err(format!(
-                    "access file {}: the token of team {team:?} must be \"sha256:\" followed by 64 hex digits (make one with: printf %s 'TOKEN' | sha256sum); tokens are never stored in clear",
-                    path.display()
-                ));
+                return Err(AccessError::BadToken {
+                    path: path.to_path_buf(),
+                    team,
+                });
             };
             hashes.insert(team, h);
         }
         Ok(Access { hashes })
     }
 
-    pub fn load(path: &Path, known: &[String]) -> Result<Access, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read access file {}: {e}; check --access-file (FEEDBACK_BOARD_ACCESS_FILE)",
-                path.display()
-            )
+    pub fn load(path: &Path, known: &[String]) -> Result<Access, AccessError> {
+        let text = std::fs::read_to_string(path).map_err(|error| AccessError::Read {
+            path: path.to_path_buf(),
+            error,
         })?;
         Access::parse(path, &text, known)
     }
@@ -143,7 +165,8 @@ mod tests {
             "[comment_tokens]\nnobody = \"sha256:00\"\n",
             &known,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("\"nobody\"") && e.contains("known teams: payments"),
             "{e}"
@@ -153,7 +176,8 @@ mod tests {
             "[comment_tokens]\npayments = \"s3cret\"\n",
             &known,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("sha256sum"), "{e}");
     }
 }

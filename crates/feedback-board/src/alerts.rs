@@ -227,23 +227,22 @@ struct SavedEpisode {
 
 impl Episodes {
     /// Reads the open episodes saved by [`Episodes::save`]; a missing file is no episode.
-    pub fn load(path: &std::path::Path) -> Result<Episodes, String> {
+    pub fn load(path: &std::path::Path) -> Result<Episodes, AlertStateError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Episodes::default()),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read the alert state file {}: {e}; fix its permissions or choose another with --alert-state-file",
-                    path.display()
-                ))
+            Err(error) => {
+                return Err(AlertStateError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                })
             }
         };
-        let saved: Vec<SavedEpisode> = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "alert state file {} is not what the board wrote ({e}); delete it to start without open episodes (teams may then be alerted again)",
-                path.display()
-            )
-        })?;
+        let saved: Vec<SavedEpisode> =
+            serde_json::from_str(&text).map_err(|error| AlertStateError::Foreign {
+                path: path.to_path_buf(),
+                error,
+            })?;
         Ok(Episodes {
             open: saved
                 .into_iter()
@@ -253,7 +252,7 @@ impl Episodes {
     }
 
     /// Writes the open episodes (whole file, via a temporary file and rename).
-    pub fn save(&self, path: &std::path::Path) -> Result<(), String> {
+    pub fn save(&self, path: &std::path::Path) -> Result<(), AlertStateError> {
         let saved: Vec<SavedEpisode> = self
             .open
             .iter()
@@ -269,8 +268,40 @@ impl Episodes {
             serde_json::to_string_pretty(&saved).unwrap_or_default(),
         )
         .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("cannot write the alert state file {}: {e}", path.display()))
+        .map_err(|error| AlertStateError::Write {
+            path: path.to_path_buf(),
+            error,
+        })
     }
+}
+
+/// The alert state file cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertStateError {
+    #[error("cannot read the alert state file {}: {error}; fix its permissions or choose another with --alert-state-file", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("alert state file {} is not what the board wrote ({error}); delete it to start without open episodes (teams may then be alerted again)", path.display())]
+    Foreign {
+        path: std::path::PathBuf,
+        error: serde_json::Error,
+    },
+    #[error("cannot write the alert state file {}: {error}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Why a team gets no alert; completes the sentence "it ...".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoTarget {
+    #[error("has no `contact` in its ownership file; add contact = \"#channel\" or a webhook URL")]
+    NoContact,
+    #[error("has contact {contact:?}, a channel, but no default webhook is configured; set --alert-webhook-url (FEEDBACK_BOARD_ALERT_WEBHOOK_URL)")]
+    NoWebhook { contact: String },
 }
 
 /// Where a team's alerts go, from its ownership `contact`.
@@ -284,12 +315,9 @@ pub enum Target {
 }
 
 /// `None` with a reason when no target can be derived.
-pub fn target(contact: Option<&str>, default_webhook: Option<&str>) -> Result<Target, String> {
+pub fn target(contact: Option<&str>, default_webhook: Option<&str>) -> Result<Target, NoTarget> {
     let Some(c) = contact.map(str::trim).filter(|c| !c.is_empty()) else {
-        return Err(
-            "has no `contact` in its ownership file; add contact = \"#channel\" or a webhook URL"
-                .into(),
-        );
+        return Err(NoTarget::NoContact);
     };
     if c.starts_with("http://") || c.starts_with("https://") {
         return Ok(Target::Url(c.to_string()));
@@ -299,9 +327,9 @@ pub fn target(contact: Option<&str>, default_webhook: Option<&str>) -> Result<Ta
             webhook: w.to_string(),
             channel: c.to_string(),
         }),
-        _ => Err(format!(
-            "has contact {c:?}, a channel, but no default webhook is configured; set --alert-webhook-url (FEEDBACK_BOARD_ALERT_WEBHOOK_URL)"
-        )),
+        _ => Err(NoTarget::NoWebhook {
+            contact: c.to_string(),
+        }),
     }
 }
 
@@ -547,7 +575,10 @@ mod tests {
             Decision::Ongoing
         );
         std::fs::write(&path, "not json").unwrap();
-        assert!(Episodes::load(&path).unwrap_err().contains("delete it"));
+        assert!(Episodes::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("delete it"));
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -566,9 +597,11 @@ mod tests {
         );
         assert!(target(Some("#billing"), None)
             .unwrap_err()
+            .to_string()
             .contains("--alert-webhook-url"));
         assert!(target(None, Some("http://x"))
             .unwrap_err()
+            .to_string()
             .contains("contact"));
     }
 }

@@ -365,7 +365,7 @@ fn unknown_team(state: &AppState, team: &str) -> Response {
 async fn api_index(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     match s.index_snapshot(window).await {
         Ok(v) => Json((*v).clone()).into_response(),
@@ -381,7 +381,7 @@ async fn api_team(
 ) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let Some(info) = s.team(&team).cloned() else {
         return unknown_team(&s, &team);
@@ -464,7 +464,7 @@ where
 async fn events_index(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let refresh = s.refresh;
     live(refresh, move || {
@@ -482,7 +482,7 @@ async fn events_team(
 ) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let Some(info) = s.team(&team).cloned() else {
         return unknown_team(&s, &team);
@@ -512,7 +512,7 @@ fn with_initial(html: &str, snapshot: Option<&Value>) -> String {
 async fn index_page(State(s): State<Arc<AppState>>, Query(p): Query<Params>) -> Response {
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let snap = s.index_snapshot(window).await.ok();
     Html(with_initial(INDEX_HTML, snap.as_deref())).into_response()
@@ -536,7 +536,7 @@ async fn team_page(
     };
     let window = match window_of(&p) {
         Ok(w) => w,
-        Err(m) => return bad_request(m),
+        Err(m) => return bad_request(m.to_string()),
     };
     let access = s.access.check(&team, token_of(&p, &headers));
     let snap = s.team_snapshot(&info, window, access).await.ok();

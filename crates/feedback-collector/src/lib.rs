@@ -16,6 +16,7 @@ use feedback_events::json::{self, FieldError, Limits};
 use feedback_kafka::FeedbackProducer;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use serde_json::json;
+use tracing::Instrument;
 
 use feedback_runtime::apikeys::{ApiKeys, AuthError};
 use feedback_runtime::Common;
@@ -226,7 +227,12 @@ async fn ingest(
     body: Body,
     kind: Kind,
 ) -> Response {
-    let resp = handle(&s, &headers, body, kind).await;
+    // One span per request; its id is this process's request count, so the log lines of
+    // one request (and, at debug level, the ids of its events) can be followed.
+    static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let request = REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let span = tracing::info_span!("request", request, endpoint = kind.endpoint());
+    let resp = handle(&s, &headers, body, kind).instrument(span).await;
     s.metrics
         .requests
         .with_label_values(&[kind.endpoint(), resp.status().as_str()])
@@ -370,6 +376,9 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
     };
     let n = batch.len();
     let ids = batch.ids();
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(events = n, ids = %ids.join(","), "request accepted for Kafka");
+    }
     let started = Instant::now();
     let result = match batch {
         json::Batch::Interactions(ok) => s.producer.send_interactions(&ok).await,
@@ -540,14 +549,20 @@ pub async fn run(
         shutdown,
     )
     .await;
-    let _ = producer.flush(std::time::Duration::from_secs(10));
+    let _ = producer.flush(PRODUCER_DRAIN);
     Ok(())
 }
+
+/// How long requests in flight may run on after shutdown began, then how long queued
+/// events may take to reach Kafka: together within the process's drain deadline
+/// ([`feedback_runtime::shutdown::DRAIN_TIMEOUT`]).
+const REQUESTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+const PRODUCER_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `axum::serve`, plus hyper's header-read timeout (which needs a timer that axum::serve
 /// does not give hyper): a connection that does not deliver its request headers within
 /// `header_timeout` is closed. On shutdown, stops accepting and lets requests in flight
-/// finish (at most 10 s).
+/// finish (at most [`REQUESTS_DRAIN`]).
 async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -599,10 +614,13 @@ async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+    if tokio::time::timeout(REQUESTS_DRAIN, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("requests still running 10 s after shutdown began; stopping anyway");
+        tracing::warn!(
+            "requests still running {} s after shutdown began; stopping anyway",
+            REQUESTS_DRAIN.as_secs()
+        );
     }
 }

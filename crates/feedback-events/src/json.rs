@@ -116,7 +116,9 @@ impl<'a> Item<'a> {
 
     fn channel(&mut self) -> Option<Channel> {
         let s = self.req_str("channel", self.limits.max_string_bytes)?;
-        s.parse().map_err(|e: String| self.err("channel", e)).ok()
+        s.parse()
+            .map_err(|e: crate::UnknownSymbol| self.err("channel", e.to_string()))
+            .ok()
     }
 
     fn timestamp(&mut self) -> Option<i64> {
@@ -345,9 +347,11 @@ pub fn rating(
     let rating_id = it.req_str("rating_id", l.max_id_bytes);
     let occurred_at = it.timestamp();
     let interaction_id = it.opt_str("interaction_id", l.max_id_bytes);
-    let metric: Option<Metric> = it
-        .req_str("metric", l.max_string_bytes)
-        .and_then(|s| s.parse().map_err(|e: String| it.err("metric", e)).ok());
+    let metric: Option<Metric> = it.req_str("metric", l.max_string_bytes).and_then(|s| {
+        s.parse()
+            .map_err(|e: crate::UnknownSymbol| it.err("metric", e.to_string()))
+            .ok()
+    });
     let score = match obj.get("score") {
         None | Some(Value::Null) => {
             it.err("score", "is required");

@@ -69,29 +69,43 @@ pub fn rating_value(r: &Rating) -> Value {
     ])
 }
 
-fn single_object(known: &schema::Known, v: Value) -> Result<Vec<u8>, String> {
+/// What the reference (apache-avro) path could not encode or decode.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("not an Avro single-object message")]
+    NotSingleObject,
+    #[error("unknown schema fingerprint")]
+    UnknownFingerprint,
+    #[error(transparent)]
+    Avro(Box<apache_avro::Error>),
+}
+
+fn single_object(known: &schema::Known, v: Value) -> Result<Vec<u8>, ReferenceError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(&MARKER);
     out.extend_from_slice(&known.fingerprint);
-    out.extend(apache_avro::to_avro_datum(&known.schema, v).map_err(|e| e.to_string())?);
+    out.extend(
+        apache_avro::to_avro_datum(&known.schema, v)
+            .map_err(|e| ReferenceError::Avro(Box::new(e)))?,
+    );
     Ok(out)
 }
 
 /// Single-object encoding of an interaction through apache-avro's `Value` path.
-pub fn encode_interaction(i: &Interaction) -> Result<Vec<u8>, String> {
+pub fn encode_interaction(i: &Interaction) -> Result<Vec<u8>, ReferenceError> {
     single_object(&schema::INTERACTION, interaction_value(i))
 }
 
 /// Single-object encoding of a rating through apache-avro's `Value` path.
-pub fn encode_rating(r: &Rating) -> Result<Vec<u8>, String> {
+pub fn encode_rating(r: &Rating) -> Result<Vec<u8>, ReferenceError> {
     single_object(&schema::RATING, rating_value(r))
 }
 
 /// Decodes a single-object message into apache-avro's `Value` tree, choosing the schema by
 /// the fingerprint in the header.
-pub fn decode_value(bytes: &[u8]) -> Result<Value, String> {
+pub fn decode_value(bytes: &[u8]) -> Result<Value, ReferenceError> {
     if bytes.len() < HEADER_LEN || bytes[..2] != MARKER {
-        return Err("not an Avro single-object message".into());
+        return Err(ReferenceError::NotSingleObject);
     }
     let fp = &bytes[2..HEADER_LEN];
     let known = [
@@ -101,9 +115,9 @@ pub fn decode_value(bytes: &[u8]) -> Result<Value, String> {
     ]
     .into_iter()
     .find(|k| k.fingerprint[..] == *fp)
-    .ok_or("unknown schema fingerprint")?;
+    .ok_or(ReferenceError::UnknownFingerprint)?;
     apache_avro::from_avro_datum(&known.schema, &mut &bytes[HEADER_LEN..], None)
-        .map_err(|e| e.to_string())
+        .map_err(|e| ReferenceError::Avro(Box::new(e)))
 }
 
 #[cfg(test)]

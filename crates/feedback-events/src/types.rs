@@ -33,6 +33,15 @@ pub enum Attribution {
     Unowned,
 }
 
+/// A name that is not one of an enum's symbols (channel, metric, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?}; expected one of {expected}")]
+pub struct UnknownSymbol {
+    pub what: &'static str,
+    pub value: String,
+    pub expected: String,
+}
+
 macro_rules! symbols {
     ($ty:ident, $what:literal, [$($var:ident = $s:literal),+ $(,)?]) => {
         impl $ty {
@@ -55,11 +64,11 @@ macro_rules! symbols {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
         }
         impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = UnknownSymbol;
+            fn from_str(s: &str) -> Result<Self, UnknownSymbol> {
                 match s {
                     $($s => Ok($ty::$var),)+
-                    _ => Err(format!("unknown {} {:?}; expected one of {}", $what, s, Self::expected())),
+                    _ => Err(UnknownSymbol { what: $what, value: s.to_string(), expected: Self::expected() }),
                 }
             }
         }

@@ -19,13 +19,23 @@ pub fn router(registry: Registry) -> Router {
     )
 }
 
-/// Serves `/metrics` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, registry: Registry) -> anyhow::Result<()> {
+/// Serves `/metrics` on `addr` as a task of `shutdown`, until shutdown is requested.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    shutdown: &crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for /metrics on {addr}: {e}; choose another address with --metrics-listen"))?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(registry)).await;
+    let stop = shutdown.requested();
+    shutdown.spawn(format!("the /metrics server on {addr}"), async move {
+        if let Err(e) = axum::serve(listener, router(registry))
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "the /metrics server stopped");
+        }
     });
     Ok(())
 }

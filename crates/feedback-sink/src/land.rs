@@ -405,10 +405,16 @@ impl Lander {
 
     /// Lands `batch` (rows, dead letters, progress mark), or gives it up after
     /// `abandon_after` and rewinds its partitions.
-    pub async fn flush(&mut self, consumer: &StreamConsumer<SinkContext>, batch: &mut Batch) {
+    /// Lands `batch` and empties it; `true` when it landed, `false` when it was empty or
+    /// given up (its partitions rewound).
+    pub async fn flush(
+        &mut self,
+        consumer: &StreamConsumer<SinkContext>,
+        batch: &mut Batch,
+    ) -> bool {
         if batch.span.is_empty() {
             *batch = Batch::default();
-            return;
+            return false;
         }
         let started = Instant::now();
         let parts: Vec<(String, i32)> = batch.span.keys().cloned().collect();
@@ -432,7 +438,7 @@ impl Lander {
                 self.rewind(consumer, &t, p, first);
             }
             *batch = Batch::default();
-            return;
+            return false;
         }
         let mut tpl = TopicPartitionList::new();
         for ((t, p), (_, last)) in &batch.span {
@@ -454,6 +460,7 @@ impl Lander {
                 .set((feedback_runtime::now_ms() - batch.newest_event_ms) as f64 / 1000.0);
         }
         *batch = Batch::default();
+        true
     }
 
     async fn land_all(

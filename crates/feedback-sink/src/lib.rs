@@ -33,9 +33,12 @@ use feedback_clickhouse::{
 use feedback_kafka::rdkafka::consumer::{Consumer, StreamConsumer};
 use feedback_kafka::rdkafka::Message;
 use prometheus::Registry;
+use tracing::Instrument;
 
 use batch::Batch;
 use context::SinkContext;
+use feedback_runtime::shutdown::Shutdown;
+use feedback_runtime::supervise::{supervise, Restart, Restartable};
 use feedback_runtime::Common;
 use land::Lander;
 use metrics::Metrics;
@@ -131,10 +134,7 @@ pub async fn check_schema(ch: &Ch, url: &str, version: &str) -> anyhow::Result<(
     )
 }
 
-pub async fn run(
-    args: Args,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     if args.batch_rows == 0 || args.batch_rows >= MAX_INSERT_BLOCK_ROWS {
         anyhow::bail!(
             "--batch-rows / FEEDBACK_SINK_BATCH_ROWS is {}; it must be between 1 and {} (ClickHouse's \
@@ -145,7 +145,7 @@ pub async fn run(
     }
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
-    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone()).await?;
+    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &shutdown).await?;
     args.common
         .kafka()
         .check_credentials(std::time::Duration::from_secs(15))
@@ -155,31 +155,18 @@ pub async fn run(
     let version =
         wait_for_clickhouse(&ch, &url, Duration::from_secs(args.startup_wait_secs)).await?;
     check_schema(&ch, &url, &version).await?;
-    tokio::pin!(shutdown);
-    let mut fenced: std::collections::VecDeque<std::time::Instant> = Default::default();
-    loop {
-        let r = consume(&args, &ch, &metrics, &version, shutdown.as_mut()).await;
-        let Err(e) = r else { return Ok(()) };
-        if !e.is::<Fenced>() {
-            return Err(e);
-        }
-        let now = std::time::Instant::now();
-        fenced.push_back(now);
-        while fenced
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > FENCE_WINDOW)
-        {
-            fenced.pop_front();
-        }
-        if fenced.len() >= FENCE_LIMIT {
-            return Err(e.context(format!(
-                "fenced {} times within {}s: another sink runs with --instance-id {:?}; give every instance its own id",
-                fenced.len(),
-                FENCE_WINDOW.as_secs(),
-                args.instance_id.as_deref().unwrap_or("")
-            )));
-        }
-        tracing::warn!(error = %e, "fenced out of the consumer group (the session expired while Kafka was unreachable, or another sink uses the same --instance-id); consuming again with a fresh consumer");
+    let attempt = || consume(&args, &ch, &metrics, &version, shutdown.requested());
+    let Err(g) = supervise(&shutdown, attempt).await else {
+        return Ok(());
+    };
+    match g.error {
+        ConsumeError::Other(e) => Err(e),
+        ConsumeError::Fenced(f) => Err(anyhow::Error::new(f).context(format!(
+            "fenced {} times within {}s: another sink runs with --instance-id {:?}; give every instance its own id",
+            g.failures,
+            g.window.as_secs(),
+            args.instance_id.as_deref().unwrap_or("")
+        ))),
     }
 }
 
@@ -187,22 +174,39 @@ pub async fn run(
 const FENCE_LIMIT: usize = 3;
 const FENCE_WINDOW: Duration = Duration::from_secs(120);
 
+/// Why [`consume`] stopped: a fenced sink consumes again with a fresh consumer (its landed
+/// positions come from ClickHouse, as after a restart); anything else ends the sink.
+#[derive(Debug, thiserror::Error)]
+enum ConsumeError {
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl Restartable for ConsumeError {
+    fn restart(&self) -> Option<Restart> {
+        match self {
+            ConsumeError::Fenced(_) => Some(Restart {
+                kind: "fenced",
+                max_restarts: FENCE_LIMIT - 1,
+                window: FENCE_WINDOW,
+                action: "fenced out of the consumer group (the session expired while Kafka was unreachable, or another sink uses the same --instance-id); consuming again with a fresh consumer",
+            }),
+            ConsumeError::Other(_) => None,
+        }
+    }
+}
+
 /// The group coordinator fenced this static member (`group.instance.id`): another sink has
 /// the same `--instance-id`, or this one's session expired while Kafka was unreachable (a
 /// broker restart longer than the session timeout), after which librdkafka rejoins under a
 /// new member id and reports the fencing of the old one as fatal. Found by `feedback drill`:
 /// the sink exited; it now consumes again with a fresh consumer (its landed positions come
 /// from ClickHouse, as after a restart).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("fenced out of the consumer group: {0}")]
 struct Fenced(String);
-
-impl std::fmt::Display for Fenced {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "fenced out of the consumer group: {}", self.0)
-    }
-}
-
-impl std::error::Error for Fenced {}
 
 /// The server version, once ClickHouse answers; waits at most `wait` for it, so that a
 /// sink started during a ClickHouse restart or outage does not exit at once (found by
@@ -236,8 +240,8 @@ async fn consume(
     ch: &Ch,
     metrics: &Metrics,
     version: &str,
-    mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> anyhow::Result<()> {
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConsumeError> {
     let kafka = args.common.kafka();
     let topics = args.common.topics();
     let url = args.common.clickhouse_url.clone();
@@ -292,6 +296,7 @@ async fn consume(
     };
     let flush_after = Duration::from_millis(args.flush_ms);
     let mut batch = Batch::default();
+    tokio::pin!(shutdown);
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -301,7 +306,7 @@ async fn consume(
             _ = shutdown.as_mut() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                 apply_revokes(&context, &mut batch, &mut lander);
-                lander.flush(&consumer, &mut batch).await;
+                flush(&mut lander, &consumer, &mut batch).await;
             }
             _ = lag_tick.tick() => {
                 tokio::task::block_in_place(|| lander.observe_lag(&consumer));
@@ -331,15 +336,59 @@ async fn consume(
                 }
                 if batch.rows() >= args.batch_rows || batch.bytes >= args.batch_bytes {
                     apply_revokes(&context, &mut batch, &mut lander);
-                    lander.flush(&consumer, &mut batch).await;
+                    flush(&mut lander, &consumer, &mut batch).await;
                 }
             }
         }
     }
     apply_revokes(&context, &mut batch, &mut lander);
-    lander.flush(&consumer, &mut batch).await;
+    flush(&mut lander, &consumer, &mut batch).await;
     tracing::info!("sink stopped");
     Ok(())
+}
+
+/// Lands `batch` inside a `sink_batch` span (the batch id of its INSERTs' query ids, its
+/// offset range per partition, its row count); at debug level, names every landed id.
+async fn flush(lander: &mut Lander, consumer: &StreamConsumer<SinkContext>, batch: &mut Batch) {
+    if batch.span.is_empty() {
+        lander.flush(consumer, batch).await;
+        return;
+    }
+    let span = tracing::info_span!(
+        "sink_batch",
+        batch = %format!("{}-{}", lander.instance, lander.seq + 1),
+        offsets = tracing::field::Empty,
+        rows = batch.rows()
+    );
+    if !span.is_disabled() {
+        let mut ranges: Vec<_> = batch.span.iter().collect();
+        ranges.sort();
+        let text = ranges
+            .iter()
+            .map(|((t, p), (a, b))| format!("{t}[{p}]:{a}..={b}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        span.record("offsets", text.as_str());
+    }
+    // Collected before landing (landing consumes the rows); only when debug is on.
+    let ids: Option<Vec<(&'static str, String)>> =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let i = batch
+                .interactions
+                .iter()
+                .map(|i| ("interactions", i.row.interaction_id.clone()));
+            let r = batch
+                .ratings
+                .iter()
+                .map(|r| ("ratings", r.row.rating_id.clone()));
+            i.chain(r).collect()
+        });
+    let landed = lander.flush(consumer, batch).instrument(span.clone()).await;
+    if let (true, Some(ids)) = (landed, ids) {
+        for (table, id) in ids {
+            tracing::debug!(parent: &span, id = %id, table, "landed");
+        }
+    }
 }
 
 /// Forgets everything about partitions revoked since the last look: their buffered rows
@@ -362,15 +411,15 @@ fn apply_revokes(context: &SinkContext, batch: &mut Batch, lander: &mut Lander) 
 /// restarting, connections down) are logged and consumption goes on once librdkafka has
 /// reconnected. Before this, a Kafka broker restart made every sink exit and crash-loop
 /// until the broker answered again (found by `feedback drill`).
-fn consumer_error(e: rdkafka::error::KafkaError) -> anyhow::Result<()> {
+fn consumer_error(e: rdkafka::error::KafkaError) -> Result<(), ConsumeError> {
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     match e {
         KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId) => {
             Err(Fenced(e.to_string()).into())
         }
-        KafkaError::MessageConsumptionFatal(_) => {
-            Err(anyhow::Error::new(e).context("fatal Kafka consumer error"))
-        }
+        KafkaError::MessageConsumptionFatal(_) => Err(anyhow::Error::new(e)
+            .context("fatal Kafka consumer error")
+            .into()),
         e => {
             tracing::warn!(error = %e, "Kafka consumer error; going on once Kafka answers again");
             Ok(())
@@ -396,9 +445,9 @@ mod consumer_error_tests {
             RDKafkaErrorCode::FencedInstanceId,
         ))
         .unwrap_err();
-        assert!(fenced.is::<super::Fenced>(), "{fenced}");
+        assert!(matches!(fenced, super::ConsumeError::Fenced(_)), "{fenced}");
         let other = consumer_error(KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal))
             .unwrap_err();
-        assert!(!other.is::<super::Fenced>(), "{other}");
+        assert!(!matches!(other, super::ConsumeError::Fenced(_)), "{other}");
     }
 }

@@ -29,7 +29,7 @@ fn lenient() -> Limits {
 }
 
 /// One event in the collector's JSON: a rating when it has `rating_id`, else an interaction.
-pub fn event_from_json(v: &Value, index: usize) -> Result<Event, String> {
+pub fn event_from_json(v: &Value, index: usize) -> anyhow::Result<Event> {
     let now = feedback_runtime::now_ms();
     let is_rating = v.get("rating_id").is_some();
     let r = if is_rating {
@@ -38,7 +38,8 @@ pub fn event_from_json(v: &Value, index: usize) -> Result<Event, String> {
         json::interaction(v, index, &lenient(), now).map(Event::Interaction)
     };
     r.map_err(|errs| {
-        errs.iter()
+        let text = errs
+            .iter()
             .map(|e| {
                 if e.field.is_empty() {
                     e.reason.clone()
@@ -47,23 +48,24 @@ pub fn event_from_json(v: &Value, index: usize) -> Result<Event, String> {
                 }
             })
             .collect::<Vec<_>>()
-            .join("; ")
+            .join("; ");
+        anyhow::anyhow!(text)
     })
 }
 
 /// Events from a file: a JSON array, or one JSON object per line.
-fn sample_from_file(path: &Path) -> Result<Vec<Event>, String> {
+fn sample_from_file(path: &Path) -> anyhow::Result<Vec<Event>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read sample file {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot read sample file {}: {e}", path.display()))?;
     let trimmed = text.trim_start();
     let mut out = Vec::new();
     if trimmed.starts_with('[') {
         let v: Vec<Value> = serde_json::from_str(trimmed)
-            .map_err(|e| format!("{}: not a JSON array of events: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: not a JSON array of events: {e}", path.display()))?;
         for (i, item) in v.iter().enumerate() {
             out.push(
                 event_from_json(item, i)
-                    .map_err(|e| format!("{} item {i}: {e}", path.display()))?,
+                    .map_err(|e| anyhow::anyhow!("{} item {i}: {e}", path.display()))?,
             );
         }
     } else {
@@ -72,9 +74,10 @@ fn sample_from_file(path: &Path) -> Result<Vec<Event>, String> {
                 continue;
             }
             let v: Value = serde_json::from_str(line)
-                .map_err(|e| format!("{}:{}: not JSON: {e}", path.display(), n + 1))?;
+                .map_err(|e| anyhow::anyhow!("{}:{}: not JSON: {e}", path.display(), n + 1))?;
             out.push(
-                event_from_json(&v, n).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?,
+                event_from_json(&v, n)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?,
             );
         }
     }
@@ -82,7 +85,7 @@ fn sample_from_file(path: &Path) -> Result<Vec<Event>, String> {
 }
 
 /// Up to `max` events from the start of every partition of `topic` (Avro single-object).
-fn sample_from_topic(common: &Common, topic: &str, max: usize) -> Result<Vec<Event>, String> {
+fn sample_from_topic(common: &Common, topic: &str, max: usize) -> anyhow::Result<Vec<Event>> {
     let kafka = common.kafka();
     let c: BaseConsumer = kafka
         .client_config()
@@ -91,10 +94,12 @@ fn sample_from_topic(common: &Common, topic: &str, max: usize) -> Result<Vec<Eve
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
+        .map_err(|e| {
+            anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", kafka.brokers)
+        })?;
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| format!("cannot read topic {topic} on {}: {e}", kafka.brokers))?;
+        .map_err(|e| anyhow::anyhow!("cannot read topic {topic} on {}: {e}", kafka.brokers))?;
     let parts: Vec<i32> = md
         .topics()
         .iter()
@@ -102,14 +107,16 @@ fn sample_from_topic(common: &Common, topic: &str, max: usize) -> Result<Vec<Eve
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     if parts.is_empty() {
-        return Err(format!("topic {topic} does not exist on {}", kafka.brokers));
+        return Err(anyhow::anyhow!(
+            "topic {topic} does not exist on {}",
+            kafka.brokers
+        ));
     }
     let mut tpl = TopicPartitionList::new();
     for p in &parts {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
-    c.assign(&tpl).map_err(|e| e.to_string())?;
+    c.assign(&tpl)?;
     let mut pending: std::collections::BTreeSet<i32> = parts.into_iter().collect();
     let mut out = Vec::new();
     let mut undecodable = 0usize;
@@ -125,7 +132,7 @@ fn sample_from_topic(common: &Common, topic: &str, max: usize) -> Result<Vec<Eve
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
-            Some(Err(e)) => return Err(format!("reading {topic}: {e}")),
+            Some(Err(e)) => return Err(anyhow::anyhow!("reading {topic}: {e}")),
             None => {}
         }
     }

@@ -70,7 +70,7 @@ pub async fn post_batch(
     base: &str,
     items: &[Generated],
     keys: &feedback_runtime::apikeys::ClientKeys,
-) -> Result<u64, String> {
+) -> anyhow::Result<u64> {
     let (path, body): (&str, Vec<Value>) = match items.first().map(|g| &g.item) {
         Some(Item::Interaction(_)) => (
             "/v1/interactions",
@@ -122,7 +122,7 @@ async fn send(
     path: &str,
     body: &[Value],
     auth: Option<&reqwest::header::HeaderValue>,
-) -> Result<u64, String> {
+) -> anyhow::Result<u64> {
     let mut backoff = Duration::from_millis(50);
     for attempt in 0..8 {
         let mut req = client.post(format!("{base}{path}")).json(&body);
@@ -136,17 +136,19 @@ async fn send(
             Ok(r) => {
                 let status = r.status();
                 let text = r.text().await.unwrap_or_default();
-                return Err(format!("collector answered {status} for {path}: {text}"));
+                return Err(anyhow::anyhow!(
+                    "collector answered {status} for {path}: {text}"
+                ));
             }
             Err(e) if attempt == 7 => {
-                return Err(format!("cannot reach the collector at {base}: {e}"))
+                return Err(anyhow::anyhow!("cannot reach the collector at {base}: {e}"))
             }
             Err(_) => {}
         }
         tokio::time::sleep(backoff).await;
         backoff *= 2;
     }
-    Err(format!("collector at {base} kept failing"))
+    Err(anyhow::anyhow!("collector at {base} kept failing"))
 }
 
 /// Splits the items of one tick into requests of at most `max` items of one kind,

@@ -7,7 +7,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use feedback_runtime::{config, shutdown, Common};
+use feedback_runtime::shutdown::{Shutdown, DRAIN_TIMEOUT};
+use feedback_runtime::{config, Common};
 use feedback_tools::{bench, drill, erase, inspect, loadgen, probe, setup, watch};
 use {
     feedback_attributor as attributor, feedback_board as board, feedback_collector as collector,
@@ -130,26 +131,57 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.command)) {
+    let code = match rt.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Past the drain deadline some work may still run (the attributor's thread inside a
+    // blocking Kafka call): the process ends without waiting for it.
+    rt.shutdown_background();
+    code
 }
 
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    // Services: one shutdown for the process; they stop on Ctrl-C or SIGTERM and must be
+    // done (with their /metrics servers) within DRAIN_TIMEOUT of it. Tools keep the
+    // default signal handling (Ctrl-C ends them at once), so no handler is installed for them.
     match cmd {
         Command::Topics(a) => setup::topics(a).await?,
         Command::Migrate(a) => setup::migrate(a).await?,
-        Command::Collector(a) => collector::run(a, shutdown::signal()).await?,
-        Command::Attributor(a) => attributor::run(a, shutdown::signal()).await?,
-        Command::Sink(a) => sink::run(a, shutdown::signal()).await?,
+        Command::Collector(a) => {
+            let stop = Shutdown::on_signal();
+            stop.drain(
+                "the collector",
+                DRAIN_TIMEOUT,
+                collector::run(a, stop.requested()),
+            )
+            .await??
+        }
+        Command::Attributor(a) => {
+            let stop = Shutdown::on_signal();
+            stop.drain(
+                "the attributor",
+                DRAIN_TIMEOUT,
+                attributor::run(a, stop.clone()),
+            )
+            .await??
+        }
+        Command::Sink(a) => {
+            let stop = Shutdown::on_signal();
+            stop.drain("the sink", DRAIN_TIMEOUT, sink::run(a, stop.clone()))
+                .await??
+        }
         Command::Loadgen(a) => loadgen::run(a).await?,
         Command::Watch(a) => watch::run(a).await?,
         Command::Probe(a) => probe::run(a).await?,
-        Command::Board(a) => board::run(a, shutdown::signal()).await?,
+        Command::Board(a) => {
+            let stop = Shutdown::on_signal();
+            stop.drain("the board", DRAIN_TIMEOUT, board::run(a, stop.requested()))
+                .await??
+        }
         Command::Erase(a) => return erase::run(a).await,
         Command::Bench(a) => bench::run(a).await?,
         Command::Ownership {

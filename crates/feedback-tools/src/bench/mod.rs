@@ -1033,7 +1033,7 @@ fn post_all(
             .buffer_unordered(8);
         let mut done = 0u64;
         while let Some(r) = s.next().await {
-            done += r.map_err(anyhow::Error::msg)?;
+            done += r?;
             bar.set_position(done);
         }
         anyhow::Ok(())
