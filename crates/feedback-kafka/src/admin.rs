@@ -15,7 +15,7 @@ fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>
         .map_err(|source| Error::Create {
             role: "admin client",
             brokers: kafka.brokers.clone(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -45,7 +45,7 @@ pub async fn ensure_topics(
         .map_err(|source| Error::CreateTopics {
             topics: topics.all().join(", "),
             brokers: kafka.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let mut created = Vec::new();
     for r in results {
@@ -77,14 +77,14 @@ pub fn describe_topic(
         .map_err(|source| Error::Create {
             role: "client",
             brokers: kafka.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let md = c
         .fetch_metadata(Some(topic), timeout)
         .map_err(|source| Error::Metadata {
             topic: topic.to_string(),
             brokers: kafka.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
@@ -116,7 +116,7 @@ pub async fn ensure_topic(
         .map_err(|source| Error::CreateTopics {
             topics: topic.to_string(),
             brokers: kafka.brokers.clone(),
-            source,
+            source: Box::new(source),
         })?;
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(true),

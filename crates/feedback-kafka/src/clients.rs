@@ -103,27 +103,27 @@ impl ConsumerSpec {
     }
 
     /// `session.timeout.ms`.
-    pub fn session_timeout_ms(self, ms: u32) -> Self {
+    pub fn session_timeout_ms(self, ms: u64) -> Self {
         self.set("session.timeout.ms", ms.to_string())
     }
 
     /// `heartbeat.interval.ms`.
-    pub fn heartbeat_interval_ms(self, ms: u32) -> Self {
+    pub fn heartbeat_interval_ms(self, ms: u64) -> Self {
         self.set("heartbeat.interval.ms", ms.to_string())
     }
 
     /// `max.poll.interval.ms`.
-    pub fn max_poll_interval_ms(self, ms: u32) -> Self {
+    pub fn max_poll_interval_ms(self, ms: u64) -> Self {
         self.set("max.poll.interval.ms", ms.to_string())
     }
 
     /// `fetch.wait.max.ms`: how long the broker may hold a fetch waiting for data.
-    pub fn fetch_wait_max_ms(self, ms: u32) -> Self {
+    pub fn fetch_wait_max_ms(self, ms: u64) -> Self {
         self.set("fetch.wait.max.ms", ms.to_string())
     }
 
     /// `statistics.interval.ms`: how often the context's statistics callback runs.
-    pub fn statistics_interval_ms(self, ms: u32) -> Self {
+    pub fn statistics_interval_ms(self, ms: u64) -> Self {
         self.set("statistics.interval.ms", ms.to_string())
     }
 
@@ -199,7 +199,7 @@ impl KafkaConfig {
 
     /// The idempotent producer (`acks=all`, lz4, linger 5 ms) giving up on a message after
     /// `message_timeout_ms`.
-    pub fn idempotent_producer_spec(&self, message_timeout_ms: u32) -> ClientSpec {
+    pub fn idempotent_producer_spec(&self, message_timeout_ms: u64) -> ClientSpec {
         PRODUCER
             .iter()
             .fold(self.base(), |s, (k, v)| s.set(k, *v))
@@ -209,7 +209,7 @@ impl KafkaConfig {
     /// An idempotent producer with librdkafka's batching defaults (no linger, no
     /// compression), giving up on a message after `message_timeout_ms`: for tools that
     /// write test data, not for the pipeline's own writes.
-    pub fn bare_idempotent_producer_spec(&self, message_timeout_ms: u32) -> ClientSpec {
+    pub fn bare_idempotent_producer_spec(&self, message_timeout_ms: u64) -> ClientSpec {
         self.base()
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", message_timeout_ms.to_string())
@@ -220,7 +220,7 @@ impl KafkaConfig {
     pub fn transactional_producer_spec(
         &self,
         transactional_id: &str,
-        transaction_timeout_ms: u32,
+        transaction_timeout_ms: u64,
     ) -> ClientSpec {
         PRODUCER
             .iter()

@@ -13,7 +13,7 @@ pub enum Error {
         role: &'static str,
         brokers: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     /// The broker refused the credentials or the TLS handshake.
     #[error("Kafka at {brokers} refused the connection ({identity}): {reason}. Check the SASL user and password (FEEDBACK_KAFKA_SASL_USERNAME, FEEDBACK_KAFKA_SASL_PASSWORD_FILE), the mechanism, and the CA file (FEEDBACK_KAFKA_SSL_CA_LOCATION)")]
@@ -28,21 +28,21 @@ pub enum Error {
     Subscribe {
         topics: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("cannot read metadata of topic {topic} from {brokers}; check that the brokers are reachable")]
     Metadata {
         topic: String,
         brokers: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("creating topics {topics} on {brokers} failed; check that the brokers are reachable")]
     CreateTopics {
         topics: String,
         brokers: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("cannot create topic {topic} on {brokers}: {code}; check that this user may create topics and that the replication factor fits the cluster")]
     TopicRefused {

@@ -185,7 +185,7 @@ impl KafkaConfig {
             .map_err(|source| Error::Create {
                 role: "client",
                 brokers: self.brokers.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
@@ -237,18 +237,18 @@ impl KafkaConfig {
         let consumer: StreamConsumer = self
             .read_committed_consumer(group)
             .from_earliest()
-            .session_timeout_ms(session_timeout_ms)
+            .session_timeout_ms(session_timeout_ms.into())
             .create()
             .map_err(|source| Error::Create {
                 role: "consumer",
                 brokers: self.brokers.clone(),
-                source,
+                source: Box::new(source),
             })?;
         consumer
             .subscribe(topics)
             .map_err(|source| Error::Subscribe {
                 topics: topics.join(", "),
-                source,
+                source: Box::new(source),
             })?;
         Ok(consumer)
     }

@@ -85,11 +85,8 @@ fn sample_from_file(path: &Path) -> Result<Vec<Event>, String> {
 fn sample_from_topic(common: &Common, topic: &str, max: usize) -> Result<Vec<Event>, String> {
     let kafka = common.kafka();
     let c: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", "feedback-attribution-check")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
+        .read_committed_consumer("feedback-attribution-check")
+        .partition_eof()
         .create()
         .map_err(|e| format!("cannot create a Kafka consumer for {}: {e}", kafka.brokers))?;
     let md = c
