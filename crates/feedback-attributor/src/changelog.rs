@@ -114,12 +114,9 @@ pub fn restore(
         return Ok((engines, 0));
     }
     let c: BaseConsumer<RestoreCtx> = kafka
-        .client_config()
-        .set("group.id", format!("{group}.restore"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
+        .read_committed_consumer(&format!("{group}.restore"))
+        .partition_eof()
+        .from_earliest()
         .create_with_context(RestoreCtx)
         .map_err(|e| {
             anyhow::anyhow!(

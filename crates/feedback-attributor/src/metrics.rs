@@ -130,12 +130,11 @@ impl Metrics {
         for result in ["committed", "aborted"] {
             m.transactions.with_label_values(&[result]);
         }
-        for reason in feedback_events::codec::DecodeError::CODES.iter().chain(&[
-            "wrong_schema",
-            "oversized",
-            "invalid_event",
-        ]) {
-            m.dead_letters.with_label_values(&[reason]);
+        // Every reason the attributor writes (all but the sink's `clickhouse_rejected`).
+        for reason in feedback_kafka::deadletter::Reason::ALL {
+            if reason != feedback_kafka::deadletter::Reason::ClickhouseRejected {
+                m.dead_letters.with_label_values(&[reason.as_str()]);
+            }
         }
         r.register(Box::new(m.events_in.clone()))?;
         r.register(Box::new(m.events_out.clone()))?;

@@ -19,9 +19,10 @@ use feedback_attribution::{Engine, Ownership};
 use feedback_events::codec::{decode, Decoded};
 use feedback_events::json::{self, FieldError, Limits};
 use feedback_events::{AttributedEvent, Encoded, Event, SourceRef};
+use feedback_kafka::deadletter::{Component, DeadLetter, Reason};
 use feedback_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use feedback_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use feedback_kafka::rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use feedback_kafka::rdkafka::message::{OwnedHeaders, OwnedMessage};
 use feedback_kafka::rdkafka::producer::{
     BaseRecord, DefaultProducerContext, Producer, ThreadedProducer,
 };
@@ -33,10 +34,6 @@ use super::metrics::Metrics;
 use super::Args;
 use feedback_runtime::now_ms;
 use feedback_runtime::shutdown::Shutdown;
-
-/// Most bytes of a message kept in its dead letter (the rest is cut; header `payload_bytes`
-/// then gives the original size).
-pub const DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// The dead-letter text of an event that breaks the collector's field rules.
 fn contract_error(errors: &[FieldError]) -> String {
@@ -134,9 +131,7 @@ pub struct Worker {
 impl Worker {
     pub fn start(args: Args, metrics: Metrics) -> anyhow::Result<Worker> {
         let kafka = args.common.kafka();
-        kafka
-            .check_credentials(std::time::Duration::from_secs(15))
-            .map_err(anyhow::Error::msg)?;
+        kafka.check_credentials(std::time::Duration::from_secs(15))?;
         let topics = args.common.topics();
         let changelog = args.changelog_topic();
         let ownership = Ownership::load_dir(&args.ownership_dir).map_err(anyhow::Error::msg)?;
@@ -153,16 +148,15 @@ impl Worker {
             .build()?;
         let t = Duration::from_secs(15);
         let (pi, replication) =
-            feedback_kafka::admin::describe_topic(&kafka, &topics.interactions, t)
-                .map_err(anyhow::Error::msg)?
-                .ok_or_else(|| {
+            feedback_kafka::admin::describe_topic(&kafka, &topics.interactions, t)?.ok_or_else(
+                || {
                     anyhow::anyhow!(
                         "input topic {} does not exist; create the topics with `feedback topics`",
                         topics.interactions
                     )
-                })?;
-        let (pr, _) = feedback_kafka::admin::describe_topic(&kafka, &topics.ratings, t)
-            .map_err(anyhow::Error::msg)?
+                },
+            )?;
+        let (pr, _) = feedback_kafka::admin::describe_topic(&kafka, &topics.ratings, t)?
             .ok_or_else(|| {
                 anyhow::anyhow!(
                     "input topic {} does not exist; create the topics with `feedback topics`",
@@ -177,19 +171,17 @@ impl Worker {
             );
         }
         let retention = (horizon_ms.saturating_mul(2)).max(3_600_000).to_string();
-        let created = rt
-            .block_on(feedback_kafka::admin::ensure_topic(
-                &kafka,
-                &changelog,
-                pi,
-                replication,
-                &[
-                    ("cleanup.policy", "compact,delete"),
-                    ("retention.ms", &retention),
-                    ("compression.type", "lz4"),
-                ],
-            ))
-            .map_err(anyhow::Error::msg)?;
+        let created = rt.block_on(feedback_kafka::admin::ensure_topic(
+            &kafka,
+            &changelog,
+            pi,
+            replication,
+            &[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", &retention),
+                ("compression.type", "lz4"),
+            ],
+        ))?;
         if created {
             tracing::info!(topic = %changelog, partitions = pi, "created the state changelog topic");
         }
@@ -197,8 +189,7 @@ impl Worker {
         // for at most ten seconds.
         let mut described = None;
         for _ in 0..20 {
-            described = feedback_kafka::admin::describe_topic(&kafka, &changelog, t)
-                .map_err(anyhow::Error::msg)?;
+            described = feedback_kafka::admin::describe_topic(&kafka, &changelog, t)?;
             if described.is_some() {
                 break;
             }
@@ -217,20 +208,17 @@ impl Worker {
             lag: metrics.lag.clone(),
         };
         let consumer: BaseConsumer<Ctx> = kafka
-            .client_config()
-            .set("group.id", &args.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
+            .read_committed_consumer(&args.group)
+            .from_earliest()
             // Range assignment gives one member the same partition number of both input
             // topics, which is what co-partitioned state needs.
-            .set("partition.assignment.strategy", "range")
+            .range_assignment()
             // Static membership: a restarted instance takes its partitions back at once
             // instead of waiting for the group to notice the old member is gone.
-            .set("group.instance.id", args.instance_name())
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000")
+            .static_member(&args.instance_name())
+            .session_timeout_ms(10_000)
+            .heartbeat_interval_ms(1000)
+            .statistics_interval_ms(5000)
             .create_with_context(ctx)
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -243,16 +231,7 @@ impl Worker {
             .map_err(|e| anyhow::anyhow!("cannot subscribe to the input topics: {e}"))?;
         let txn_id = format!("{}-{}", args.group, args.instance_name());
         let producer: ThreadedProducer<DefaultProducerContext> = kafka
-            .client_config()
-            .set("transactional.id", &txn_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set(
-                "transaction.timeout.ms",
-                args.transaction_timeout_ms.to_string(),
-            )
+            .transactional_producer_spec(&txn_id, args.transaction_timeout_ms)
             .create()
             .map_err(|e| {
                 anyhow::anyhow!(
@@ -677,64 +656,26 @@ impl Worker {
         Ok(())
     }
 
-    fn dead_letter(
-        &self,
-        m: &OwnedMessage,
-        code: &'static str,
-        text: &str,
-    ) -> Result<(), TxnError> {
-        tracing::warn!(topic = %m.topic(), partition = m.partition(), offset = m.offset(), reason = code, error = %text, "dead-lettering a message");
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "reason",
-                value: Some(code),
-            })
-            .insert(Header {
-                key: "error",
-                value: Some(text),
-            })
-            .insert(Header {
-                key: "component",
-                value: Some("attributor"),
-            })
-            .insert(Header {
-                key: "source_topic",
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: "source_partition",
-                value: Some(m.partition().to_string().as_str()),
-            })
-            .insert(Header {
-                key: "source_offset",
-                value: Some(m.offset().to_string().as_str()),
-            });
-        // A dead letter carries at most DEAD_LETTER_PAYLOAD_BYTES of the message, so an
-        // oversized one cannot make the dead-letter write itself fail (and the partition stall).
-        let payload = m.payload().unwrap_or(&[]);
-        let (payload, headers) = if payload.len() > DEAD_LETTER_PAYLOAD_BYTES {
-            (
-                &payload[..DEAD_LETTER_PAYLOAD_BYTES],
-                headers.insert(Header {
-                    key: "payload_bytes",
-                    value: Some(payload.len().to_string().as_str()),
-                }),
-            )
-        } else {
-            (payload, headers)
-        };
-        let key = m
-            .key()
-            .map(|k| {
-                String::from_utf8_lossy(&k[..k.len().min(DEAD_LETTER_PAYLOAD_BYTES)]).into_owned()
-            })
-            .unwrap_or_default();
+    fn dead_letter(&self, m: &OwnedMessage, reason: Reason, text: &str) -> Result<(), TxnError> {
+        tracing::warn!(topic = %m.topic(), partition = m.partition(), offset = m.offset(), reason = reason.as_str(), error = %text, "dead-lettering a message");
+        // Key and payload are cut to the cap, so an oversized message cannot make the
+        // dead-letter write itself fail (and the partition stall).
+        let letter = DeadLetter::new(
+            Component::Attributor,
+            reason,
+            text,
+            (m.topic(), m.partition(), m.offset()),
+        )
+        .to_message(
+            Some(m.key().unwrap_or_default()),
+            m.payload().unwrap_or(&[]),
+        );
         self.send(
             &self.topics.deadletter,
             None,
-            &key,
-            Some(payload),
-            Some(headers),
+            &letter.key.unwrap_or_default(),
+            Some(letter.payload),
+            Some(letter.headers),
         )
     }
 
@@ -780,7 +721,7 @@ impl Worker {
             let payload = m.payload().unwrap_or(&[]);
             let outcome = if payload.len() > self.args.max_message_bytes {
                 Err((
-                    "oversized",
+                    Reason::Oversized,
                     format!(
                         "message is {} bytes; at most {} are accepted (--max-message-bytes), far above any event the collector accepts",
                         payload.len(),
@@ -792,20 +733,20 @@ impl Worker {
                     Ok(Decoded::Interaction(i)) if !is_ratings => {
                         match json::check_interaction(&i, &self.limits) {
                             Ok(()) => Ok(self.engine(p).on_interaction(i, source, now)),
-                            Err(errors) => Err(("invalid_event", contract_error(&errors))),
+                            Err(errors) => Err((Reason::InvalidEvent, contract_error(&errors))),
                         }
                     }
                     Ok(Decoded::Rating(r)) if is_ratings => {
                         match json::check_rating(&r, &self.limits) {
                             Ok(()) => Ok(self.engine(p).on_rating(r, source, now)),
-                            Err(errors) => Err(("invalid_event", contract_error(&errors))),
+                            Err(errors) => Err((Reason::InvalidEvent, contract_error(&errors))),
                         }
                     }
                     Ok(_) => Err((
-                        "wrong_schema",
+                        Reason::WrongSchema,
                         format!("message on {} holds another record type", m.topic()),
                     )),
-                    Err(e) => Err((e.code(), e.to_string())),
+                    Err(e) => Err((Reason::from(&e), e.to_string())),
                 }
             };
             match outcome {
@@ -821,9 +762,9 @@ impl Worker {
                         self.emit(a, &mut pending)?;
                     }
                 }
-                Err((code, text)) => {
-                    self.dead_letter(m, code, &text)?;
-                    *pending.dead.entry(code).or_default() += 1;
+                Err((reason, text)) => {
+                    self.dead_letter(m, reason, &text)?;
+                    *pending.dead.entry(reason.as_str()).or_default() += 1;
                 }
             }
             touched.insert(p);

@@ -519,9 +519,7 @@ pub async fn run(
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
     let kafka = args.common.kafka();
-    kafka
-        .check_credentials(std::time::Duration::from_secs(15))
-        .map_err(anyhow::Error::msg)?;
+    kafka.check_credentials(std::time::Duration::from_secs(15))?;
     let producer = FeedbackProducer::new(&kafka, args.common.topics())?;
     let limits = Limits {
         max_past_ms: args.max_past_secs.saturating_mul(1000),

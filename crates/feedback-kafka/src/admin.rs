@@ -6,7 +6,18 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use crate::{KafkaConfig, Topics};
+use crate::{Error, KafkaConfig, Topics};
+
+fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, Error> {
+    kafka
+        .admin_client()
+        .create()
+        .map_err(|source| Error::Create {
+            role: "admin client",
+            brokers: kafka.brokers.clone(),
+            source: Box::new(source),
+        })
+}
 
 /// Creates the pipeline's topics if they do not exist. Returns the names created now.
 /// Interactions and ratings get the same partition count so that a rating and its
@@ -16,14 +27,9 @@ pub async fn ensure_topics(
     topics: &Topics,
     partitions: i32,
     replication: i32,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Error> {
     kafka.check_credentials(Duration::from_secs(15))?;
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
-        format!(
-            "cannot create Kafka admin client for {}: {e}",
-            kafka.brokers
-        )
-    })?;
+    let admin = admin_client(kafka)?;
     let new: Vec<NewTopic> = topics
         .all()
         .into_iter()
@@ -36,17 +42,22 @@ pub async fn ensure_topics(
     let results = admin
         .create_topics(new.iter(), &opts)
         .await
-        .map_err(|e| format!("creating topics on {} failed: {e}", kafka.brokers))?;
+        .map_err(|source| Error::CreateTopics {
+            topics: topics.all().join(", "),
+            brokers: kafka.brokers.clone(),
+            source: Box::new(source),
+        })?;
     let mut created = Vec::new();
     for r in results {
         match r {
             Ok(name) => created.push(name),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(format!(
-                    "cannot create topic {name} on {}: {code}",
-                    kafka.brokers
-                ))
+            Err((topic, code)) => {
+                return Err(Error::TopicRefused {
+                    topic,
+                    brokers: kafka.brokers.clone(),
+                    code,
+                })
             }
         }
     }
@@ -58,18 +69,23 @@ pub fn describe_topic(
     kafka: &KafkaConfig,
     topic: &str,
     timeout: Duration,
-) -> Result<Option<(i32, i32)>, String> {
+) -> Result<Option<(i32, i32)>, Error> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = kafka
-        .client_config()
+        .plain_client()
         .create()
-        .map_err(|e| format!("cannot create a Kafka client for {}: {e}", kafka.brokers))?;
-    let md = c.fetch_metadata(Some(topic), timeout).map_err(|e| {
-        format!(
-            "cannot read metadata of topic {topic} from {}: {e}",
-            kafka.brokers
-        )
-    })?;
+        .map_err(|source| Error::Create {
+            role: "client",
+            brokers: kafka.brokers.clone(),
+            source: Box::new(source),
+        })?;
+    let md = c
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|source| Error::Metadata {
+            topic: topic.to_string(),
+            brokers: kafka.brokers.clone(),
+            source: Box::new(source),
+        })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         return Ok(None);
     };
@@ -87,13 +103,8 @@ pub async fn ensure_topic(
     partitions: i32,
     replication: i32,
     configs: &[(&str, &str)],
-) -> Result<bool, String> {
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().map_err(|e| {
-        format!(
-            "cannot create Kafka admin client for {}: {e}",
-            kafka.brokers
-        )
-    })?;
+) -> Result<bool, Error> {
+    let admin = admin_client(kafka)?;
     let mut t = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     for (k, v) in configs {
         t = t.set(k, v);
@@ -102,13 +113,18 @@ pub async fn ensure_topic(
     let results = admin
         .create_topics([&t], &opts)
         .await
-        .map_err(|e| format!("creating topic {topic} on {} failed: {e}", kafka.brokers))?;
+        .map_err(|source| Error::CreateTopics {
+            topics: topic.to_string(),
+            brokers: kafka.brokers.clone(),
+            source: Box::new(source),
+        })?;
     match results.into_iter().next() {
         Some(Ok(_)) => Ok(true),
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
-        Some(Err((name, code))) => Err(format!(
-            "cannot create topic {name} on {}: {code}",
-            kafka.brokers
-        )),
+        Some(Err((topic, code))) => Err(Error::TopicRefused {
+            topic,
+            brokers: kafka.brokers.clone(),
+            code,
+        }),
     }
 }

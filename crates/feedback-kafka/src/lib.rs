@@ -4,24 +4,31 @@
 //!   ratings (idempotent, `acks=all`, Avro single-object encoded, keyed as the contract says).
 //! - [`KafkaConfig`] and [`Topics`]: connection settings and topic names shared by every
 //!   component.
+//! - [`clients`]: the builders of every Kafka client (consumers, producers, admin); no
+//!   other crate sets a librdkafka property.
 //! - [`admin`]: topic creation.
+//! - [`deadletter`]: the dead-letter headers, reason codes and payload cap.
 //! - Personal data: rating comments are redacted ([`redact_rating`]) before they are
 //!   encoded for Kafka; [`KafkaConfig`]'s `Debug` never shows passwords.
 //!
 //! Architecture invariant: outside the `feedback` binary, only this crate touches rdkafka.
 
 pub mod admin;
+pub mod clients;
+pub mod deadletter;
+mod error;
 
 use std::time::Duration;
 
 use feedback_events::{Encoded, Interaction, Rating};
 use futures::future::join_all;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use clients::{ClientSpec, ConsumerSpec};
+pub use error::Error;
 pub use rdkafka;
 
 /// Default broker list (contract).
@@ -166,16 +173,20 @@ impl KafkaConfig {
     /// broker refuses the credentials or the TLS handshake (instead of every later request
     /// timing out). An unreachable broker is not an error here (clients retry it later).
     /// Messages name the user and mechanism, never the password.
-    pub fn check_credentials(&self, timeout: Duration) -> Result<(), String> {
+    pub fn check_credentials(&self, timeout: Duration) -> Result<(), Error> {
         use rdkafka::consumer::BaseConsumer;
         if !self.is_secured() {
             return Ok(());
         }
         let ctx = ErrorCapture::default();
-        let c: BaseConsumer<ErrorCapture> =
-            self.client_config()
-                .create_with_context(ctx.clone())
-                .map_err(|e| format!("cannot create a Kafka client for {}: {e}", self.brokers))?;
+        let c: BaseConsumer<ErrorCapture> = self
+            .plain_client()
+            .create_with_context(ctx.clone())
+            .map_err(|source| Error::Create {
+                role: "client",
+                brokers: self.brokers.clone(),
+                source: Box::new(source),
+            })?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let step = Duration::from_millis(500);
@@ -191,11 +202,11 @@ impl KafkaConfig {
                 ) || reason.contains("SASL")
                     || reason.contains("SSL");
                 if auth {
-                    return Err(format!(
-                        "Kafka at {} refused the connection ({}): {reason}. Check the SASL user and password (FEEDBACK_KAFKA_SASL_USERNAME, FEEDBACK_KAFKA_SASL_PASSWORD_FILE), the mechanism, and the CA file (FEEDBACK_KAFKA_SSL_CA_LOCATION)",
-                        self.brokers,
-                        self.identity()
-                    ));
+                    return Err(Error::Refused {
+                        brokers: self.brokers.clone(),
+                        identity: self.identity(),
+                        reason,
+                    });
                 }
             }
             if ok || std::time::Instant::now() >= deadline {
@@ -210,15 +221,9 @@ pub type Positions = std::collections::HashMap<(String, i32), i64>;
 
 impl KafkaConfig {
     /// The idempotent producer every component uses (`acks=all`, no duplicates or
-    /// reordering on retry, lz4 batches lingering up to 5 ms).
+    /// reordering on retry, lz4 batches lingering up to 5 ms, 30 s message timeout).
     pub fn idempotent_producer(&self) -> Result<FutureProducer, KafkaError> {
-        self.client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.timeout.ms", "30000")
-            .create()
+        self.idempotent_producer_spec(30_000).create()
     }
 
     /// A consumer in `group`, subscribed to `topics`, that reads only committed
@@ -228,31 +233,24 @@ impl KafkaConfig {
         group: &str,
         session_timeout_ms: u32,
         topics: &[&str],
-    ) -> Result<StreamConsumer, String> {
+    ) -> Result<StreamConsumer, Error> {
         let consumer: StreamConsumer = self
-            .client_config()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .read_committed_consumer(group)
+            .from_earliest()
+            .session_timeout_ms(session_timeout_ms.into())
             .create()
-            .map_err(|e| format!("cannot create the Kafka consumer for {}: {e}", self.brokers))?;
+            .map_err(|source| Error::Create {
+                role: "consumer",
+                brokers: self.brokers.clone(),
+                source: Box::new(source),
+            })?;
         consumer
             .subscribe(topics)
-            .map_err(|e| format!("cannot subscribe to {}: {e}", topics.join(", ")))?;
+            .map_err(|source| Error::Subscribe {
+                topics: topics.join(", "),
+                source: Box::new(source),
+            })?;
         Ok(consumer)
-    }
-
-    /// A librdkafka configuration with the brokers and extra properties set.
-    pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers);
-        c.set("client.id", "feedback");
-        for (k, v) in &self.extra {
-            c.set(k, v);
-        }
-        c
     }
 }
 

@@ -6,15 +6,10 @@ use std::time::Instant;
 
 use feedback_clickhouse::{DeadLetterRow, InteractionRow, RatingRow, Row};
 use feedback_events::codec::{decode, Decoded};
-use feedback_kafka::rdkafka::message::Headers;
+use feedback_kafka::deadletter::{Component, DeadLetter, Reason};
 use feedback_kafka::rdkafka::Message;
 
 use super::land::Lander;
-
-/// Header the sink puts on the dead letters it publishes itself: their row is already in
-/// `dead_letters`, so reading them back from the dead-letter topic lands nothing.
-pub const LANDED_HEADER: &str = "landed";
-pub const LANDED_CLICKHOUSE: &str = "clickhouse";
 
 /// The Kafka coordinates a row carries.
 pub trait Coordinates {
@@ -77,15 +72,6 @@ impl Batch {
     }
 }
 
-fn header<M: Message>(m: &M, key: &str) -> Option<String> {
-    m.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == key)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    })
-}
-
 /// Adds the row of `m` unless ClickHouse already holds it.
 pub fn add<M: Message>(batch: &mut Batch, m: &M, lander: &Lander) {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
@@ -121,19 +107,20 @@ pub fn add<M: Message>(batch: &mut Batch, m: &M, lander: &Lander) {
         l
     };
     if topic == lander.topics.deadletter {
-        if header(m, LANDED_HEADER).as_deref() == Some(LANDED_CLICKHOUSE) || already("dead_letters")
-        {
+        // The sink's own dead letters are marked landed: their row is already in
+        // `dead_letters`, so reading them back lands nothing.
+        let letter = DeadLetter::from_headers(m.headers());
+        if letter.landed || already("dead_letters") {
             return;
         }
-        let h = |k| header(m, k).unwrap_or_default();
         let row = dead_letter(
-            h("component"),
-            h("reason"),
-            h("error"),
+            letter.component,
+            letter.reason,
+            letter.error,
             (
-                h("source_topic"),
-                h("source_partition").parse().unwrap_or(-1),
-                h("source_offset").parse().unwrap_or(-1),
+                letter.source_topic,
+                letter.source_partition,
+                letter.source_offset,
             ),
         );
         batch.bytes += payload.len();
@@ -176,15 +163,15 @@ pub fn add<M: Message>(batch: &mut Batch, m: &M, lander: &Lander) {
                 return;
             }
             let (reason, error) = match other {
-                Err(e) => (e.code().to_string(), e.to_string()),
+                Err(e) => (Reason::from(&e).as_str().to_string(), e.to_string()),
                 Ok(_) => (
-                    "wrong_schema".to_string(),
+                    Reason::WrongSchema.as_str().to_string(),
                     "not an attributed event".to_string(),
                 ),
             };
             tracing::warn!(topic, partition, offset, reason = %reason, error = %error, "dead-lettering an undecodable message");
             let row = dead_letter(
-                "sink".into(),
+                Component::Sink.as_str().into(),
                 reason,
                 error,
                 (topic.to_string(), partition, offset),

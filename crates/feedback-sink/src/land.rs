@@ -12,20 +12,17 @@ use feedback_clickhouse::{
     Ch, DeadLetterRow, InsertRow, Landed, ProgressRow, DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS,
     RATING_COLUMNS,
 };
+use feedback_kafka::deadletter::{Component, DeadLetter, Reason};
 use feedback_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use feedback_kafka::rdkafka::message::{Header, OwnedHeaders};
 use feedback_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use feedback_kafka::rdkafka::{Offset, TopicPartitionList};
 use feedback_kafka::Topics;
 use serde::Serialize;
 
-use super::batch::{Batch, Coordinates, Item, LANDED_CLICKHOUSE, LANDED_HEADER};
+use super::batch::{Batch, Coordinates, Item};
 use super::context::SinkContext;
 use super::metrics::Metrics;
 use super::tables_of;
-
-/// Most bytes of a message published with a dead letter (as in the attributor).
-const DEAD_LETTER_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Prefix of every sink INSERT's query_id: `fbsink/<db>/<instance>-<seq>/<parts>/<table>-<n>`
 /// where `<parts>` is `topic#p.p;topic#p`.
@@ -319,8 +316,8 @@ impl Lander {
             let (st, sp, so) = source(&row);
             let d = DeadLetterRow {
                 received_at: DeadLetterRow::now_secs(),
-                component: "sink".into(),
-                reason: "clickhouse_rejected".into(),
+                component: Component::Sink.as_str().into(),
+                reason: Reason::ClickhouseRejected.as_str().into(),
                 error: format!("INSERT into {table}: {error}"),
                 source_topic: st,
                 source_partition: sp,
@@ -340,55 +337,22 @@ impl Lander {
     async fn publish(&self, dead: &[DeadLetterRow]) {
         let mut pending = Vec::new();
         for d in dead {
-            let partition = d.source_partition.to_string();
-            let offset = d.source_offset.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "component",
-                    value: Some("sink"),
-                })
-                .insert(Header {
-                    key: "reason",
-                    value: Some(d.reason.as_str()),
-                })
-                .insert(Header {
-                    key: "error",
-                    value: Some(d.error.as_str()),
-                })
-                .insert(Header {
-                    key: "source_topic",
-                    value: Some(d.source_topic.as_str()),
-                })
-                .insert(Header {
-                    key: "source_partition",
-                    value: Some(partition.as_str()),
-                })
-                .insert(Header {
-                    key: "source_offset",
-                    value: Some(offset.as_str()),
-                })
-                .insert(Header {
-                    key: LANDED_HEADER,
-                    value: Some(LANDED_CLICKHOUSE),
-                });
-            // At most 64 KiB of the message, like the attributor's dead letters: a larger
-            // one would be refused (librdkafka's 1,000,000-byte default); the row keeps it all.
-            let payload = d.payload.as_bytes();
-            let size = payload.len().to_string();
-            let (payload, headers) = if payload.len() > DEAD_LETTER_PAYLOAD_BYTES {
-                (
-                    &payload[..DEAD_LETTER_PAYLOAD_BYTES],
-                    headers.insert(Header {
-                        key: "payload_bytes",
-                        value: Some(size.as_str()),
-                    }),
-                )
-            } else {
-                (payload, headers)
-            };
+            // Marked landed: the row is in `dead_letters` already. At most 64 KiB of the
+            // message, like the attributor's dead letters: a larger one would be refused
+            // (librdkafka's 1,000,000-byte default); the row keeps it all.
+            let letter = DeadLetter {
+                component: Component::Sink.as_str().into(),
+                reason: d.reason.clone(),
+                error: d.error.clone(),
+                source_topic: d.source_topic.clone(),
+                source_partition: d.source_partition,
+                source_offset: d.source_offset,
+                landed: true,
+            }
+            .to_message(None, d.payload.as_bytes());
             let rec = FutureRecord::<str, [u8]>::to(&self.topics.deadletter)
-                .payload(payload)
-                .headers(headers);
+                .payload(letter.payload)
+                .headers(letter.headers);
             match self.dlq.send_result(rec) {
                 Ok(f) => pending.push(f),
                 Err((e, _)) => {

@@ -148,8 +148,7 @@ pub async fn run(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &shutdown).await?;
     args.common
         .kafka()
-        .check_credentials(std::time::Duration::from_secs(15))
-        .map_err(anyhow::Error::msg)?;
+        .check_credentials(std::time::Duration::from_secs(15))?;
     let ch = args.common.clickhouse()?;
     let url = args.common.clickhouse_url.clone();
     let version =
@@ -248,22 +247,18 @@ async fn consume(
     let ch = ch.clone();
     let metrics = metrics.clone();
     let context = SinkContext::default();
-    let mut config = kafka.client_config();
+    let mut config = kafka.read_committed_consumer(&args.group).from_earliest();
     if let Some(id) = &args.instance_id {
-        config.set("group.instance.id", id);
+        config = config.static_member(id);
     }
     let consumer: StreamConsumer<SinkContext> = config
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
         // The attributed topic is written in transactions. With librdkafka's default
         // 500 ms fetch wait, records of a just-committed transaction reached this consumer
         // 3-4 s late on some partitions (measured with `feedback probe`: p50 3.7 s); at
         // 100 ms they arrive in tens of milliseconds, for ten idle fetches a second.
-        .set("fetch.wait.max.ms", "100")
-        .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        .set("max.poll.interval.ms", "300000")
+        .fetch_wait_max_ms(100)
+        .session_timeout_ms(args.session_timeout_ms.into())
+        .max_poll_interval_ms(300_000)
         .create_with_context(context.clone())
         .with_context(|| format!("cannot create the Kafka consumer for {}", kafka.brokers))?;
     consumer

@@ -88,11 +88,8 @@ fn sample_from_file(path: &Path) -> anyhow::Result<Vec<Event>> {
 fn sample_from_topic(common: &Common, topic: &str, max: usize) -> anyhow::Result<Vec<Event>> {
     let kafka = common.kafka();
     let c: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", "feedback-attribution-check")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
+        .read_committed_consumer("feedback-attribution-check")
+        .partition_eof()
         .create()
         .map_err(|e| {
             anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", kafka.brokers)

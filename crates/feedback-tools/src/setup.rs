@@ -35,8 +35,7 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
         args.partitions,
         args.replication,
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     for t in common.topics().all() {
         println!(
             "{t}: {}",

@@ -56,12 +56,7 @@ pub fn produce(
 ) -> anyhow::Result<f64> {
     let ctx = CountingContext::default();
     let producer: ThreadedProducer<CountingContext> = kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "60000")
+        .idempotent_producer_spec(60_000)
         .create_with_context(ctx.clone())
         .map_err(|e| {
             anyhow::anyhow!("cannot create a Kafka producer for {}: {e}", kafka.brokers)
@@ -117,15 +112,9 @@ pub fn consume(
     expected: u64,
     bar: &ProgressBar,
 ) -> anyhow::Result<f64> {
-    let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(|e| {
-            anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", kafka.brokers)
-        })?;
+    let consumer: BaseConsumer = kafka.read_committed_consumer(group).create().map_err(|e| {
+        anyhow::anyhow!("cannot create a Kafka consumer for {}: {e}", kafka.brokers)
+    })?;
     assign_all(&consumer, topics, partitions)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut n = 0u64;
@@ -167,21 +156,12 @@ pub fn pass_through(
     bar: &ProgressBar,
 ) -> anyhow::Result<f64> {
     let consumer: BaseConsumer = kafka
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
+        .read_committed_consumer(group)
+        .from_earliest()
         .create()?;
     assign_all(&consumer, inputs, partitions)?;
     let producer: ThreadedProducer<CountingContext> = kafka
-        .client_config()
-        .set("transactional.id", format!("{group}-0"))
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("transaction.timeout.ms", "10000")
+        .transactional_producer_spec(&format!("{group}-0"), 10_000)
         .create_with_context(CountingContext::default())?;
     use rdkafka::producer::Producer;
     let t = Duration::from_secs(30);
@@ -400,7 +380,7 @@ impl GroupPositions {
         topics: &[&str],
         partitions: i32,
     ) -> anyhow::Result<GroupPositions> {
-        let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
+        let consumer: BaseConsumer = kafka.group_client(group).create()?;
         let mut tpl = TopicPartitionList::new();
         for t in topics {
             for p in 0..partitions {

@@ -133,14 +133,12 @@ impl Ctx {
     }
 
     fn prepare(&self, lane: &Lane) -> anyhow::Result<()> {
-        self.rt
-            .block_on(feedback_kafka::admin::ensure_topics(
-                &self.args.common.kafka(),
-                &lane.topics,
-                self.partitions,
-                1,
-            ))
-            .map_err(anyhow::Error::msg)?;
+        self.rt.block_on(feedback_kafka::admin::ensure_topics(
+            &self.args.common.kafka(),
+            &lane.topics,
+            self.partitions,
+            1,
+        ))?;
         let ch = self.ch(&lane.database)?;
         self.rt.block_on(ch.migrate())?;
         Ok(())
@@ -393,7 +391,7 @@ fn cleanup(ctx: &Ctx, run_id: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
     let kafka = ctx.args.common.kafka();
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.admin_client().create()?;
     let md = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))?;
@@ -445,24 +443,20 @@ fn measure(ctx: &mut Ctx, run_id: &str) -> anyhow::Result<Measured> {
     }
     let passthrough = format!("{}passthrough", a.prefix);
     let perf = format!("{}perf", a.prefix);
-    ctx.rt
-        .block_on(feedback_kafka::admin::ensure_topic(
-            &kafka,
-            &passthrough,
-            ctx.partitions,
-            1,
-            &[("compression.type", "producer")],
-        ))
-        .map_err(anyhow::Error::msg)?;
-    ctx.rt
-        .block_on(feedback_kafka::admin::ensure_topic(
-            &kafka,
-            &perf,
-            ctx.partitions,
-            1,
-            &[("compression.type", "producer")],
-        ))
-        .map_err(anyhow::Error::msg)?;
+    ctx.rt.block_on(feedback_kafka::admin::ensure_topic(
+        &kafka,
+        &passthrough,
+        ctx.partitions,
+        1,
+        &[("compression.type", "producer")],
+    ))?;
+    ctx.rt.block_on(feedback_kafka::admin::ensure_topic(
+        &kafka,
+        &perf,
+        ctx.partitions,
+        1,
+        &[("compression.type", "producer")],
+    ))?;
 
     // The events: one workload, encoded once; every measurement uses these.
     step("generating and encoding the workload");

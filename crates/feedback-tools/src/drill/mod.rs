@@ -233,7 +233,6 @@ async fn drill(
     // Topics and schema of this drill.
     feedback_kafka::admin::ensure_topics(&args.common.kafka(), &topics, args.partitions, 1)
         .await
-        .map_err(anyhow::Error::msg)
         .context("creating the drill's topics")?;
     let ch = Ch::new(&ChConfig {
         url: args.common.clickhouse_url.clone(),
@@ -417,17 +416,12 @@ async fn drill(
     };
 
     // Traffic, paced over the fault plan and never more than one fault's share ahead.
-    let garbage_producer: FutureProducer<Quiet> = {
-        let mut c = rdkafka::ClientConfig::new();
-        for (k, v) in args.common.kafka().extra {
-            c.set(k, v);
-        }
-        c.set("bootstrap.servers", &args.common.brokers)
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "300000")
-            .create_with_context(Quiet)
-            .context("creating the garbage producer")?
-    };
+    let garbage_producer: FutureProducer<Quiet> = args
+        .common
+        .kafka()
+        .bare_idempotent_producer_spec(300_000)
+        .create_with_context(Quiet)
+        .context("creating the garbage producer")?;
     let total = requests.len();
     let garbage_total = args.garbage;
     let garbage_failed = Arc::new(AtomicUsize::new(0));
