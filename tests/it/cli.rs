@@ -103,6 +103,61 @@ fn config_file_sits_below_environment_and_flags() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A file value reaches the component it configures (the sink's own check of --batch-rows
+/// refuses the file's 0), below the environment; a key that is no option of the subcommand,
+/// or a value its option cannot take, stops the binary (exit 2) naming file and key.
+#[test]
+fn config_file_reaches_the_component_and_refuses_unknown_keys() {
+    let env = Env::new("cfg2");
+    let dir = std::env::temp_dir().join(unique("cfg2"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sink.toml");
+    let f = file.to_str().unwrap();
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    std::fs::write(&file, "batch-rows = 0\n").unwrap();
+    let out = env.cmd(&["--config", f, "sink"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "--batch-rows / FEEDBACK_SINK_BATCH_ROWS is 0; it must be between 1 and 1048575"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // The environment wins over the file (and reaches the same check).
+    let out = env
+        .cmd(&["--config", f, "sink"])
+        .env("FEEDBACK_SINK_BATCH_ROWS", "2000000")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("FEEDBACK_SINK_BATCH_ROWS is 2000000;"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&file, "batch_rows = 1000\n").unwrap();
+    let out = env.cmd(&["--config", f, "sink"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(&format!(
+            "error: config file {f}: unknown key \"batch_rows\" for `feedback sink` (did you mean \"batch-rows\"?); known keys are brokers, "
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(&file, "batch-rows = \"many\"\n").unwrap();
+    let out = env.cmd(&["--config", f, "sink"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("error: config file {f}: key \"batch-rows\" of `feedback sink`: invalid value 'many' for '--batch-rows <BATCH_ROWS>': invalid digit found in string")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every error class of `feedback ownership check`, with the exact message, file and line;
 /// a sample from a file and from a topic; `feedback explain`.
 #[test]

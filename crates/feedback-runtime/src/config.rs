@@ -1,9 +1,10 @@
 //! Options shared by every component, and the `--config` file.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Arg, ArgAction, Args, Command};
 use feedback_clickhouse::{Ch, ChConfig};
 use feedback_kafka::{KafkaConfig, Topics};
 
@@ -201,45 +202,368 @@ impl Common {
     }
 }
 
-/// Reads the file named by `--config FILE` / `--config=FILE` or `FEEDBACK_CONFIG` and sets
-/// `FEEDBACK_<KEY>` for each key not already in the environment, so that clap sees
-/// file < env < flag.
-pub fn load_file_into_env() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let mut path: Option<PathBuf> = std::env::var_os("FEEDBACK_CONFIG").map(PathBuf::from);
-    for (i, a) in args.iter().enumerate() {
-        if a == "--config" {
-            path = args.get(i + 1).map(PathBuf::from);
-        } else if let Some(p) = a.strip_prefix("--config=") {
-            path = Some(PathBuf::from(p));
-        }
+/// What is wrong with the `--config` file; every message names the file, and the key when
+/// one is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {} is not valid TOML", path.display())]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error(
+        "config file {}: unknown key \"{key}\" for `{command}`{}; known keys are {}",
+        path.display(),
+        suggestion.as_ref().map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default(),
+        known.join(", ")
+    )]
+    UnknownKey {
+        path: PathBuf,
+        key: String,
+        command: String,
+        suggestion: Option<String>,
+        known: Vec<String>,
+    },
+    #[error(
+        "config file {}: key \"{key}\" is {found}, but --{key} of `{command}` takes {expected}",
+        path.display()
+    )]
+    WrongType {
+        path: PathBuf,
+        key: String,
+        command: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("config file {}: key \"{key}\" of `{command}`: {reason}", path.display())]
+    InvalidValue {
+        path: PathBuf,
+        key: String,
+        command: String,
+        reason: String,
+    },
+}
+
+/// Applies the `--config FILE` / `--config=FILE` (else the `--config` option's environment
+/// variable, `FEEDBACK_CONFIG`) TOML file to `cmd`, the whole command tree of the binary,
+/// before `argv` is parsed with it.
+///
+/// The keys are checked against clap's own description of the subcommand named in `argv`
+/// (its options, those of its parent commands; key = long flag name without `--`), so there
+/// is no list of keys to keep in step with the options. A file value becomes the option's
+/// default value, which is exactly the file's place in the precedence
+/// flag > environment > file > built-in default: clap takes a default only when neither the
+/// command line nor the option's environment variable gives one. Such a value then counts as
+/// given (a required option is satisfied by the file), shows as the default in `--help`
+/// (unless the option hides its values, as secrets do), and is parsed by the option's own
+/// value parser, like any value.
+///
+/// Refused, naming file and key: a key that is no option of that subcommand (with the
+/// closest match), a TOML type the option cannot take (flags take booleans, repeatable
+/// options arrays, tables nothing), a value the option's parser rejects. Without a
+/// subcommand on the command line the file is not read (clap reports what is missing).
+pub fn apply_config_file(cmd: Command, argv: &[OsString]) -> Result<Command, ConfigFileError> {
+    let scan = scan_command_line(&cmd, argv);
+    let from_env = || {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(CONFIG_FLAG))
+            .and_then(Arg::get_env)
+            .and_then(std::env::var_os)
+    };
+    let Some(path) = scan.config.or_else(from_env).map(PathBuf::from) else {
+        return Ok(cmd);
+    };
+    if scan.path.is_empty() {
+        return Ok(cmd);
     }
-    let Some(path) = path else { return Ok(()) };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-    for (key, value) in table {
-        let var = format!("FEEDBACK_{}", key.to_uppercase().replace('-', "_"));
-        let value = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Array(a) => a
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigFileError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigFileError::Toml {
+        path: path.clone(),
+        source,
+    })?;
+
+    // The commands along the chosen path: the root, its subcommand, ... the one run.
+    let mut levels = vec![&cmd];
+    for name in &scan.path {
+        let next = levels[levels.len() - 1]
+            .find_subcommand(name)
+            .expect("the scan found this subcommand");
+        levels.push(next);
+    }
+    let command = std::iter::once(cmd.get_name())
+        .chain(scan.path.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let keys: Vec<(usize, &Arg)> = levels
+        .iter()
+        .enumerate()
+        .flat_map(|(depth, c)| c.get_arguments().map(move |a| (depth, a)))
+        .filter(|(_, a)| is_file_key(a))
+        .collect();
+
+    let mut settings: Vec<(usize, String, Vec<String>)> = Vec::new();
+    for (key, value) in &table {
+        // The deepest command's option wins should a parent have one of the same name.
+        let Some((depth, arg)) = keys
+            .iter()
+            .rev()
+            .find(|(_, a)| a.get_long() == Some(key.as_str()))
+        else {
+            let known: Vec<String> = keys
                 .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            other => other.to_string(),
+                .filter_map(|(_, a)| a.get_long().map(str::to_owned))
+                .collect();
+            return Err(ConfigFileError::UnknownKey {
+                path,
+                key: key.clone(),
+                command,
+                suggestion: closest(key, &known),
+                known,
+            });
         };
-        if std::env::var_os(&var).is_none() {
-            // Called from main before the runtime or any other thread starts.
-            std::env::set_var(&var, value);
+        let values =
+            file_values(value, arg).map_err(|(found, expected)| ConfigFileError::WrongType {
+                path: path.clone(),
+                key: key.clone(),
+                command: command.clone(),
+                found,
+                expected,
+            })?;
+        let invalid = |reason: String| ConfigFileError::InvalidValue {
+            path: path.clone(),
+            key: key.clone(),
+            command: command.clone(),
+            reason,
+        };
+        if let (Some(d), toml::Value::Array(_)) = (arg.get_value_delimiter(), value) {
+            if let Some(v) = values.iter().find(|v| v.contains(d)) {
+                return Err(invalid(format!(
+                    "the element {v:?} holds {d:?}, which --{key} splits values on; give each part as its own element"
+                )));
+            }
+        }
+        check_values(arg, &values).map_err(|e| invalid(clap_reason(&e)))?;
+        settings.push((*depth, arg.get_id().to_string(), values));
+    }
+    Ok(set_defaults(cmd, 0, &scan.path, &settings))
+}
+
+/// The long name of the option that names the config file (never a key of the file).
+pub const CONFIG_FLAG: &str = "config";
+
+/// Whether an option can be set from the file: it has a long name and is not `--config`,
+/// `--help` or `--version`.
+pub fn is_file_key(arg: &Arg) -> bool {
+    arg.get_long().is_some_and(|l| l != CONFIG_FLAG)
+        && !matches!(
+            arg.get_action(),
+            ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+        )
+}
+
+/// Parses `values` with `arg`'s own value parser (as `--long=value` each), the way clap
+/// parses the option: the error is clap's, naming the option and what it expects.
+pub fn check_values(arg: &Arg, values: &[String]) -> Result<(), clap::Error> {
+    let Some(long) = arg.get_long() else {
+        return Ok(());
+    };
+    if !arg.get_action().takes_values() {
+        // A flag: `file_values` only lets booleans through.
+        return Ok(());
+    }
+    Command::new("feedback")
+        .no_binary_name(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(arg.clone().env(None).required(false))
+        .try_get_matches_from(values.iter().map(|v| format!("--{long}={v}")))
+        .map(drop)
+}
+
+/// clap's message without its `error: ` prefix and its `--help` tip.
+fn clap_reason(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let text = text
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or(text);
+    text.trim().to_string()
+}
+
+/// A TOML value as the raw values clap gets, or (what it is, what the option takes).
+fn file_values(
+    value: &toml::Value,
+    arg: &Arg,
+) -> Result<Vec<String>, (&'static str, &'static str)> {
+    use toml::Value as V;
+    let kind = |v: &V| match v {
+        V::String(_) => "a string",
+        V::Integer(_) => "an integer",
+        V::Float(_) => "a float",
+        V::Boolean(_) => "a boolean",
+        V::Datetime(_) => "a date-time",
+        V::Array(_) => "an array",
+        V::Table(_) => "a table",
+    };
+    let scalar = |v: &V| match v {
+        V::String(s) => Some(s.clone()),
+        V::Integer(i) => Some(i.to_string()),
+        V::Float(f) => Some(f.to_string()),
+        V::Boolean(b) => Some(b.to_string()),
+        V::Datetime(d) => Some(d.to_string()),
+        V::Array(_) | V::Table(_) => None,
+    };
+    if !arg.get_action().takes_values() {
+        return match value {
+            V::Boolean(b) => Ok(vec![b.to_string()]),
+            other => Err((kind(other), "true or false (it is a flag)")),
+        };
+    }
+    let repeatable = matches!(arg.get_action(), ArgAction::Append)
+        || arg.get_num_args().is_some_and(|n| n.max_values() > 1);
+    match value {
+        V::Array(items) if repeatable => items
+            .iter()
+            .map(|i| {
+                scalar(i).ok_or(("an array holding an array or a table", "an array of values"))
+            })
+            .collect(),
+        V::Array(_) | V::Table(_) => Err((
+            kind(value),
+            if repeatable {
+                "a value or an array of values"
+            } else {
+                "one value (a string, number or boolean)"
+            },
+        )),
+        other => Ok(scalar(other).into_iter().collect()),
+    }
+}
+
+/// Makes each file value the default of its option, at `depth` of the command tree and below.
+fn set_defaults(
+    mut cmd: Command,
+    depth: usize,
+    path: &[String],
+    settings: &[(usize, String, Vec<String>)],
+) -> Command {
+    for (_, id, values) in settings.iter().filter(|(d, _, _)| *d == depth) {
+        // clap keeps defaults as `&'static str` (its `string` feature is off); the file is
+        // read once per process, so these few strings live as long as the process anyway.
+        let values: Vec<&'static str> = values
+            .iter()
+            .map(|v| &*Box::leak(v.clone().into_boxed_str()))
+            .collect();
+        cmd = cmd.mut_arg(id, |a| {
+            let a = a.default_values(values).required(false);
+            if a.is_hide_env_values_set() {
+                a.hide_default_value(true)
+            } else {
+                a
+            }
+        });
+    }
+    match path.get(depth) {
+        Some(name) => cmd.mut_subcommand(name, |sc| set_defaults(sc, depth + 1, path, settings)),
+        None => cmd,
+    }
+}
+
+/// The known key closest to a mistyped one, if any is close.
+fn closest(key: &str, known: &[String]) -> Option<String> {
+    let distance = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for j in 0..b.len() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != b[j]))
+                    .min(row[j] + 1)
+                    .min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    };
+    let dashed = key.replace('_', "-");
+    known
+        .iter()
+        .map(|k| (distance(&dashed, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
+}
+
+/// What the command line says before clap parses it: the `--config` value and the path of
+/// subcommands (e.g. `["ownership", "check"]`).
+struct Scan {
+    config: Option<OsString>,
+    path: Vec<String>,
+}
+
+fn scan_command_line(root: &Command, argv: &[OsString]) -> Scan {
+    let mut levels = vec![root];
+    let mut scan = Scan {
+        config: None,
+        path: Vec::new(),
+    };
+    let mut tokens = argv.iter().skip(1);
+    while let Some(token) = tokens.next() {
+        let text = token.to_string_lossy();
+        let current = levels[levels.len() - 1];
+        let find = |pred: &dyn Fn(&Arg) -> bool| {
+            levels
+                .iter()
+                .rev()
+                .find_map(|c| c.get_arguments().find(|a| pred(a)))
+        };
+        if text == "--" {
+            break;
+        } else if let Some(flag) = text.strip_prefix("--") {
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(OsString::from(v))),
+                None => (flag, None),
+            };
+            let arg = find(&|a| a.get_long() == Some(name));
+            let takes_value = arg.is_some_and(|a| a.get_action().takes_values());
+            let value = match inline {
+                Some(v) => Some(v),
+                None if takes_value => tokens.next().cloned(),
+                None => None,
+            };
+            if name == CONFIG_FLAG && root.get_arguments().any(|a| a.get_long() == Some(name)) {
+                scan.config = value;
+            }
+        } else if let Some(shorts) = text.strip_prefix('-').filter(|s| !s.is_empty()) {
+            // A cluster like `-vx`; the first short option taking a value takes the rest of
+            // the token, or the next token.
+            for (i, c) in shorts.char_indices() {
+                if find(&|a| a.get_short() == Some(c) && a.get_action().takes_values()).is_some() {
+                    if i + c.len_utf8() == shorts.len() {
+                        tokens.next();
+                    }
+                    break;
+                }
+            }
+        } else if let Some(sub) = current.find_subcommand(&*text) {
+            scan.path.push(sub.get_name().to_string());
+            levels.push(sub);
         }
     }
-    Ok(())
+    scan
 }
 
 #[cfg(test)]

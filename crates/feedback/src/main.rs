@@ -1,15 +1,22 @@
 //! `feedback`: one binary for every component of the feedback pipeline.
 //!
 //! Every option can be given as a flag, as an environment variable (named in `--help`) or
-//! in a TOML file passed with `--config` (keys are the long flag names without `--`, e.g.
-//! `brokers = "127.0.0.1:9092"`). Precedence: flag > environment > file > default.
+//! in a TOML file passed with `--config` (keys are the long flag names without `--` of the
+//! subcommand's options, e.g. `brokers = "127.0.0.1:9092"`, `batch-rows = 1000`; arrays for
+//! repeatable options, booleans for flags). Precedence: flag > environment > file > default.
+//! A key that is no option of the subcommand run, or a value the option cannot take, is
+//! refused (exit 2) naming the file and the key: `feedback_runtime::config::apply_config_file`.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use feedback_runtime::shutdown::{Shutdown, DRAIN_TIMEOUT};
 use feedback_runtime::{config, Common};
 use feedback_tools::{bench, drill, erase, inspect, loadgen, probe, setup, watch};
+#[cfg(test)]
+mod config_tests;
+
 use {
     feedback_attributor as attributor, feedback_board as board, feedback_collector as collector,
     feedback_sink as sink,
@@ -22,11 +29,13 @@ use {
     about = "Customer feedback to the teams who can act on it, live.",
     long_about = "Customer feedback to the teams who can act on it, live.\n\n\
 Options can come from flags, from the environment variable shown with each, or from a TOML file \
-given with --config / FEEDBACK_CONFIG whose keys are the long flag names (e.g. brokers = \"127.0.0.1:9092\"). \
+given with --config / FEEDBACK_CONFIG whose keys are the long flag names of the subcommand's options \
+(e.g. brokers = \"127.0.0.1:9092\", batch-rows = 1000; an unknown key is refused). \
 Precedence: flag > environment > file > default."
 )]
 struct Cli {
-    /// TOML file with option values (keys are long flag names without the leading --).
+    /// TOML file with option values (keys are the subcommand's long flag names without the
+    /// leading --; an unknown key is refused).
     #[arg(long, global = true, env = "FEEDBACK_CONFIG")]
     config: Option<std::path::PathBuf>,
     #[command(subcommand)]
@@ -107,12 +116,29 @@ enum OwnershipCommand {
     },
 }
 
+/// The command tree with the `--config` file's values in place (see
+/// [`config::apply_config_file`]), ready to parse `argv`.
+fn command(argv: &[OsString]) -> Result<clap::Command, config::ConfigFileError> {
+    config::apply_config_file(Cli::command(), argv)
+}
+
 fn main() -> ExitCode {
-    if let Err(e) = config::load_file_into_env() {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    let cli = Cli::parse();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let cmd = match command(&argv) {
+        Ok(cmd) => cmd,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match cmd
+        .try_get_matches_from(&argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        // Usage errors exit 2; --help and --version exit 0.
+        Err(e) => e.exit(),
+    };
     let _ = &cli.config;
     tracing_subscriber::fmt()
         .with_env_filter(
