@@ -1,7 +1,10 @@
-//! The ClickHouse side: schema migrations, row types and batched inserts, metric queries.
+//! Everything that speaks SQL: the connection (`Ch`), schema migrations and the metric views,
+//! row types and batched inserts, what the sink has landed, and every other statement with its
+//! typed rows (`queries`).
 //!
-//! Architecture invariant: only this crate and the sink/watch code of the binary talk to
-//! ClickHouse, and every query names the database explicitly (tests use fresh ones).
+//! Architecture invariant: only this crate writes SQL or uses the `clickhouse` crate (checked
+//! by `tests/it/architecture.rs`), and every query names the database explicitly (tests use
+//! fresh ones).
 
 mod check;
 pub mod errors;
@@ -14,7 +17,6 @@ mod window;
 use std::time::Duration;
 
 pub use check::ColumnProblem;
-pub use clickhouse;
 use clickhouse::Client;
 pub use positions::{Landed, RunningInsert};
 pub use queries::watch::MetricRow;
@@ -101,10 +103,6 @@ impl Ch {
 
     pub fn database(&self) -> &str {
         &self.db
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     fn err(&self, source: clickhouse::error::Error) -> Error {

@@ -195,7 +195,6 @@ impl<'de> serde::Deserialize<'de> for Metric {
     }
 }
 
-
 /// The shape of a metric's value ([`Metric::formula`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricFormula {

@@ -343,7 +343,7 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
             .into_iter()
             .map(|r| {
                 (
-                    (r.team, r.metric),
+                    (r.team, r.metric.to_string()),
                     (
                         (r.responses, r.score_sum, r.positive, r.negative),
                         Approx(r.value),
