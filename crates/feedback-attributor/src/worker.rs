@@ -828,12 +828,10 @@ fn batch_span(txn: u64, batch: &[OwnedMessage]) -> tracing::Span {
             r.0 = r.0.min(m.offset());
             r.1 = r.1.max(m.offset());
         }
-        let text = ranges
-            .iter()
-            .map(|((t, p), (a, b))| format!("{t}[{p}]:{a}..={b}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        span.record("offsets", text.as_str());
+        span.record(
+            "offsets",
+            feedback_kafka::offset_ranges_text(&ranges).as_str(),
+        );
     }
     span
 }

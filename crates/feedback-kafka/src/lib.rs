@@ -408,3 +408,38 @@ pub fn commit_positions(
     }
     consumer.commit(&tpl, CommitMode::Sync)
 }
+
+/// Offset ranges as log text, `topic[partition]:first..=last` per partition, sorted by topic
+/// and partition: what the attributor's and the sink's batch spans record as `offsets`.
+pub fn offset_ranges_text<'a, T: AsRef<str> + 'a>(
+    ranges: impl IntoIterator<Item = (&'a (T, i32), &'a (i64, i64))>,
+) -> String {
+    let mut parts: Vec<(&str, i32, i64, i64)> = ranges
+        .into_iter()
+        .map(|((t, p), (a, b))| (t.as_ref(), *p, *a, *b))
+        .collect();
+    parts.sort();
+    parts
+        .iter()
+        .map(|(t, p, a, b)| format!("{t}[{p}]:{a}..={b}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod offset_ranges_tests {
+    #[test]
+    fn ranges_are_sorted_and_named() {
+        let m: std::collections::HashMap<(String, i32), (i64, i64)> = [
+            (("b".to_string(), 0), (5, 9)),
+            (("a".to_string(), 2), (1, 1)),
+            (("a".to_string(), 1), (0, 3)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            super::offset_ranges_text(&m),
+            "a[1]:0..=3 a[2]:1..=1 b[0]:5..=9"
+        );
+    }
+}

@@ -356,14 +356,10 @@ async fn flush(lander: &mut Lander, consumer: &StreamConsumer<SinkContext>, batc
         rows = batch.rows()
     );
     if !span.is_disabled() {
-        let mut ranges: Vec<_> = batch.span.iter().collect();
-        ranges.sort();
-        let text = ranges
-            .iter()
-            .map(|((t, p), (a, b))| format!("{t}[{p}]:{a}..={b}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        span.record("offsets", text.as_str());
+        span.record(
+            "offsets",
+            feedback_kafka::offset_ranges_text(&batch.span).as_str(),
+        );
     }
     // Collected before landing (landing consumes the rows); only when debug is on.
     let ids: Option<Vec<(&'static str, String)>> =

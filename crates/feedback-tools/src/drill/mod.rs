@@ -503,7 +503,7 @@ async fn drill(
 
     // Expected state, then wait (bounded) until ClickHouse holds at least that much.
     let garbage_reasons: Vec<&'static str> = (0..garbage_total)
-        .map(|g| traffic::garbage(name, g).reason)
+        .map(|g| traffic::garbage(name, g).reason.as_str())
         .collect();
     let expected = reconcile::Expected::new(&requests, &outcomes, &garbage_reasons);
     let want = (

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use feedback_events::json::{interaction_to_json, rating_to_json};
 use feedback_events::{Encoded, Interaction, Rating};
+use feedback_kafka::deadletter::Reason;
 use feedback_workload::{Generated, Item, Mix, Workload};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -192,7 +193,7 @@ pub async fn send(
 pub struct Garbage {
     pub topic_is_ratings: bool,
     pub payload: Vec<u8>,
-    pub reason: &'static str,
+    pub reason: Reason,
 }
 
 fn sample_interaction(id: String) -> Interaction {
@@ -235,19 +236,19 @@ pub fn garbage(name: &str, k: usize) -> Garbage {
     let (payload, reason) = match k % 5 {
         0 => (
             format!("drill garbage {k}: these bytes are not Avro").into_bytes(),
-            "bad_marker",
+            Reason::BadMarker,
         ),
-        1 => (b"\xC3\x01".to_vec(), "too_short"),
+        1 => (b"\xC3\x01".to_vec(), Reason::TooShort),
         2 => {
             let mut b = sample_interaction(id).encode();
             b[4] ^= 0x5a;
-            (b, "unknown_fingerprint")
+            (b, Reason::UnknownFingerprint)
         }
         3 => {
             // Header, then the first string field cut in its middle.
             let mut b = sample_interaction(id).encode();
             b.truncate(10 + 4);
-            (b, "truncated")
+            (b, Reason::Truncated)
         }
         _ => {
             // A valid record of the other input topic's type.
@@ -256,7 +257,7 @@ pub fn garbage(name: &str, k: usize) -> Garbage {
             } else {
                 sample_rating(id).encode()
             };
-            (b, "wrong_schema")
+            (b, Reason::WrongSchema)
         }
     };
     Garbage {
@@ -276,12 +277,12 @@ mod tests {
         for k in 0..20 {
             let g = garbage("d", k);
             let got = match feedback_events::decode(&g.payload) {
-                Err(e) => e.code(),
+                Err(e) => Reason::from(&e),
                 Ok(feedback_events::codec::Decoded::Interaction(_)) if g.topic_is_ratings => {
-                    "wrong_schema"
+                    Reason::WrongSchema
                 }
                 Ok(feedback_events::codec::Decoded::Rating(_)) if !g.topic_is_ratings => {
-                    "wrong_schema"
+                    Reason::WrongSchema
                 }
                 Ok(other) => panic!("garbage {k} decodes as {other:?}"),
             };
