@@ -1,8 +1,8 @@
-//! Why setting up a Kafka client, subscription or topic failed.
+//! Why setting up a Kafka client or topic failed.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-/// An error of this crate's setup functions (connection checks, consumers, topic
+/// An error of this crate's setup functions (connection checks, client creation, topic
 /// administration). Messages name the brokers and what to check; the librdkafka error,
 /// where there is one, is the `source`.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +23,6 @@ pub enum Error {
         identity: String,
         /// What librdkafka reported.
         reason: String,
-    },
-    #[error("cannot subscribe to {topics}")]
-    Subscribe {
-        topics: String,
-        #[source]
-        source: Box<KafkaError>,
     },
     #[error("cannot read metadata of topic {topic} from {brokers}; check that the brokers are reachable")]
     Metadata {

@@ -22,10 +22,9 @@ use std::time::Duration;
 
 use feedback_events::{Encoded, Interaction, Rating};
 use futures::future::join_all;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
 pub use clients::{ClientSpec, ConsumerSpec};
 pub use error::Error;
@@ -216,41 +215,11 @@ impl KafkaConfig {
     }
 }
 
-/// Offsets of the last processed record per (topic, partition).
-pub type Positions = std::collections::HashMap<(String, i32), i64>;
-
 impl KafkaConfig {
     /// The idempotent producer every component uses (`acks=all`, no duplicates or
     /// reordering on retry, lz4 batches lingering up to 5 ms, 30 s message timeout).
     pub fn idempotent_producer(&self) -> Result<FutureProducer, KafkaError> {
         self.idempotent_producer_spec(30_000).create()
-    }
-
-    /// A consumer in `group`, subscribed to `topics`, that reads only committed
-    /// transactional data and commits only when told to ([`commit_positions`]).
-    pub fn consumer(
-        &self,
-        group: &str,
-        session_timeout_ms: u32,
-        topics: &[&str],
-    ) -> Result<StreamConsumer, Error> {
-        let consumer: StreamConsumer = self
-            .read_committed_consumer(group)
-            .from_earliest()
-            .session_timeout_ms(session_timeout_ms.into())
-            .create()
-            .map_err(|source| Error::Create {
-                role: "consumer",
-                brokers: self.brokers.clone(),
-                source: Box::new(source),
-            })?;
-        consumer
-            .subscribe(topics)
-            .map_err(|source| Error::Subscribe {
-                topics: topics.join(", "),
-                source: Box::new(source),
-            })?;
-        Ok(consumer)
     }
 }
 
@@ -395,18 +364,6 @@ fn encode_redacted(r: &Rating) -> Vec<u8> {
         }
         _ => r.encode(),
     }
-}
-
-/// Commits, synchronously, the position after each processed record.
-pub fn commit_positions(
-    consumer: &StreamConsumer,
-    positions: &Positions,
-) -> Result<(), KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in positions {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
-    }
-    consumer.commit(&tpl, CommitMode::Sync)
 }
 
 /// Offset ranges as log text, `topic[partition]:first..=last` per partition, sorted by topic
