@@ -149,16 +149,20 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    /// `--print-sql` prints feedback-clickhouse's statements (whose text that crate's tests
+    /// check) as JSON: counts with their table, then the deletes, and refuses a bad name.
     #[test]
-    fn printed_statements_quote_the_ref() {
+    fn printed_plan_is_the_statements_as_json() {
         let p = super::plan("db", "o'k").unwrap();
-        assert_eq!(
-            p["delete"][1],
-            "ALTER TABLE db.ratings DELETE WHERE customer_ref = 'o\\'k'"
-        );
-        assert_eq!(
-            p["count"][0][1],
-            "SELECT count() FROM db.interactions WHERE customer_ref = 'o\\'k'"
-        );
+        let want = feedback_clickhouse::queries::erase::printed("db", "o'k").unwrap();
+        for (i, (table, sql)) in want.count.iter().enumerate() {
+            assert_eq!(p["count"][i][0], *table);
+            assert_eq!(p["count"][i][1], *sql);
+        }
+        for (i, sql) in want.delete.iter().enumerate() {
+            assert_eq!(p["delete"][i], *sql);
+        }
+        assert_eq!(p["delete"].as_array().unwrap().len(), 3);
+        assert!(super::plan("db; DROP", "x").is_err());
     }
 }
