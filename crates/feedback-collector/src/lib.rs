@@ -90,7 +90,7 @@ pub enum CollectorCommand {
     /// the line to add to the collector's --api-keys file (which stores only its hash).
     Keygen {
         /// The producing service the key belongs to, e.g. checkout.
-        #[arg(long)]
+        #[arg(long, env = "FEEDBACK_KEYGEN_SERVICE")]
         service: String,
     },
 }

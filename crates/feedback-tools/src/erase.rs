@@ -19,21 +19,21 @@ pub struct Args {
     #[command(flatten)]
     pub common: Common,
     /// The customer whose rows are removed (the pseudonymous customer_ref of the events).
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_ERASE_CUSTOMER_REF")]
     pub customer_ref: String,
     /// Why (e.g. a ticket number of the erasure request); stored in the erasure record.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "FEEDBACK_ERASE_REASON", default_value = "")]
     pub reason: String,
     /// Who asked; stored in the erasure record (default: $USER).
     #[arg(long, env = "USER", default_value = "")]
     pub requested_by: String,
     /// Longest wait for ClickHouse to finish the deletions, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "FEEDBACK_ERASE_WAIT_SECS", default_value_t = 300)]
     pub wait_secs: u64,
     /// Do not connect: print, as JSON, the statements that count and delete the customer's
     /// rows (`{"count": [[table, sql], ...], "delete": [sql, ...]}`), for a server reached
     /// another way (the tests run them on current ClickHouse with chDB).
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_ERASE_PRINT_SQL")]
     pub print_sql: bool,
 }
 

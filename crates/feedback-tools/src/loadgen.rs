@@ -20,25 +20,25 @@ pub struct Args {
     )]
     pub collector_url: String,
     /// Events per second to offer.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_RATE", default_value_t = 2000)]
     pub rate: u64,
     /// How long to generate new journeys, in seconds (the delayed remainder is sent after).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_DURATION_SECS", default_value_t = 30)]
     pub duration_secs: u64,
     /// Seed of the workload; the same seed gives the same events (ids include --run-id).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Prefix of every generated id; defaults to a value derived from the start time.
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_RUN_ID")]
     pub run_id: Option<String>,
     /// Items per HTTP request.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_BATCH", default_value_t = 250)]
     pub batch: usize,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Hide the progress bar (for logs and CI).
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_LOADGEN_QUIET")]
     pub quiet: bool,
     /// The collector API key to send (`Authorization: Bearer`), or `service=key,...` to send
     /// each event with its own service's key (requests are split by service); prefer the

@@ -26,13 +26,13 @@ pub struct Args {
     )]
     pub collector_url: String,
     /// Number of probes.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "FEEDBACK_PROBE_COUNT", default_value_t = 20)]
     pub count: usize,
     /// Pause between probes, in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, env = "FEEDBACK_PROBE_INTERVAL_MS", default_value_t = 250)]
     pub interval_ms: u64,
     /// Give up on one probe after this many seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "FEEDBACK_PROBE_TIMEOUT_SECS", default_value_t = 60)]
     pub timeout_secs: u64,
     /// The collector API key to send (`Authorization: Bearer`), or `service=key,...` (the
     /// probe emits as checkout-api and survey); prefer the environment variable. Without

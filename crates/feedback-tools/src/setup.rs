@@ -22,7 +22,11 @@ pub struct MigrateArgs {
     pub common: Common,
     /// Do not connect: print, as a JSON array, every statement a fresh database gets on
     /// a server of this version (e.g. 26.9), for servers reached another way (chDB).
-    #[arg(long, value_name = "SERVER_VERSION")]
+    #[arg(
+        long,
+        env = "FEEDBACK_MIGRATE_PRINT_PLAN",
+        value_name = "SERVER_VERSION"
+    )]
     pub print_plan: Option<String>,
 }
 

@@ -15,13 +15,13 @@ pub struct Args {
     #[command(flatten)]
     pub common: Common,
     /// Refresh period in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, env = "FEEDBACK_WATCH_INTERVAL_MS", default_value_t = 1000)]
     pub interval_ms: u64,
     /// Stop after this many seconds (0: until Ctrl-C).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "FEEDBACK_WATCH_DURATION_SECS", default_value_t = 0)]
     pub duration_secs: u64,
     /// Window of the numbers: total, last_1h, day, hour or minute (latest bucket).
-    #[arg(long, default_value = "total")]
+    #[arg(long, env = "FEEDBACK_WATCH_GRAIN", default_value = "total")]
     pub grain: String,
 }
 

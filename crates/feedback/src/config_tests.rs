@@ -224,11 +224,12 @@ fn every_option_of_every_subcommand_can_be_set_from_the_file() {
 }
 
 #[test]
-fn every_option_with_an_environment_variable_can_be_set_from_it() {
+fn every_option_can_be_set_from_its_environment_variable() {
     let _g = lock();
     clear_option_env();
     let root = Cli::command();
     let mut checked = 0;
+    let mut missing: Vec<String> = Vec::new();
     for path in all_paths() {
         let opts = options(&root, &path);
         let mut items: Vec<String> = path.clone();
@@ -247,9 +248,14 @@ fn every_option_with_an_environment_variable_can_be_set_from_it() {
                     set.push(var.to_owned());
                     expected.push((*depth, arg.get_id().to_string(), values));
                 }
-                // Without a variable, a required option goes on the command line.
-                None if arg.is_required_set() => items.push(format!("--{long}={}", values[0])),
-                None => {}
+                // Every option can be set from the environment (design contract); list
+                // those that cannot, and give a required one on the command line meanwhile.
+                None => {
+                    missing.push(format!("{} --{long}", path.join(" ")));
+                    if arg.is_required_set() {
+                        items.push(format!("--{long}={}", values[0]));
+                    }
+                }
             }
         }
         items.extend(positionals(&opts));
@@ -270,6 +276,11 @@ fn every_option_with_an_environment_variable_can_be_set_from_it() {
             std::env::remove_var(var);
         }
     }
+    assert!(
+        missing.is_empty(),
+        "options without an environment variable (add `env = \"FEEDBACK_...\"`): {}",
+        missing.join(", ")
+    );
     assert!(checked > 150, "{checked} options checked");
 }
 

@@ -106,10 +106,10 @@ enum OwnershipCommand {
         /// one object per line), or `kafka:<topic>` to read the start of a topic. Prints
         /// each team's share and what nobody claims; equal-priority overlaps an event
         /// proves are errors.
-        #[arg(long)]
+        #[arg(long, env = "FEEDBACK_OWNERSHIP_SAMPLE")]
         sample: Option<String>,
         /// Most events read from a `kafka:` sample.
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, env = "FEEDBACK_OWNERSHIP_SAMPLE_MAX", default_value_t = 100_000)]
         sample_max: usize,
         #[command(flatten)]
         common: Common,

@@ -33,32 +33,36 @@ pub struct Args {
     #[command(flatten)]
     pub common: Common,
     /// Events in the generated workload (interactions and ratings, duplicates included).
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, env = "FEEDBACK_BENCH_EVENTS", default_value_t = 500_000)]
     pub events: usize,
     /// The reduced run of the test suite: a few thousand events, small state, a few
     /// probes. Its figures only show that every measurement works.
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_BENCH_QUICK")]
     pub quick: bool,
     /// Folder for the results (a sub-folder per run).
-    #[arg(long, default_value = "bench-results")]
+    #[arg(long, env = "FEEDBACK_BENCH_OUT", default_value = "bench-results")]
     pub out: PathBuf,
     /// Partitions of every topic of the run.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "FEEDBACK_BENCH_PARTITIONS", default_value_t = 4)]
     pub partitions: i32,
     /// Live join keys of the state measurements (comma-separated).
-    #[arg(long, value_delimiter = ',', default_values_t = [1_000_000u64, 10_000_000])]
+    #[arg(long, env = "FEEDBACK_BENCH_STATE_KEYS", value_delimiter = ',', default_values_t = [1_000_000u64, 10_000_000])]
     pub state_keys: Vec<u64>,
     /// Seconds of steady load for the freshness measurement (probes run inside it).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "FEEDBACK_BENCH_FRESHNESS_SECS", default_value_t = 60)]
     pub freshness_secs: u64,
     /// Ratings probed for freshness (202 → the team's aggregate changed).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, env = "FEEDBACK_BENCH_PROBES", default_value_t = 60)]
     pub probes: usize,
     /// ClickHouse native TCP port, for clickhouse-client.
     #[arg(long, env = "CLICKHOUSE_TCP_PORT", default_value_t = 9000)]
     pub clickhouse_tcp_port: u16,
     /// The clickhouse-client program.
-    #[arg(long, default_value = "clickhouse-client")]
+    #[arg(
+        long,
+        env = "FEEDBACK_BENCH_CLICKHOUSE_CLIENT",
+        default_value = "clickhouse-client"
+    )]
     pub clickhouse_client: PathBuf,
     /// Folder of the Kafka jars (for Kafka's perf tools; java must be on PATH).
     #[arg(long, env = "FEEDBACK_KAFKA_LIBS", default_value = ".local/kafka/libs")]

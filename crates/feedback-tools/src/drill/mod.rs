@@ -36,54 +36,58 @@ pub struct Args {
     #[command(flatten)]
     pub common: Common,
     /// Seed of the workload, the fault plan and the moments of the faults.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "FEEDBACK_DRILL_SEED", default_value_t = 1)]
     pub seed: u64,
     /// Generated workload items (plus the ratings and duplicates the generator still holds
     /// back at the end).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, env = "FEEDBACK_DRILL_EVENTS", default_value_t = 20_000)]
     pub events: usize,
     /// Faults of every kind (6 kinds: SIGKILL of collector, attributor, sink; Kafka restart;
     /// ClickHouse restart; ClickHouse outage).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "FEEDBACK_DRILL_FAULTS_PER_KIND", default_value_t = 10)]
     pub faults_per_kind: u32,
     /// How long each ClickHouse outage lasts, in seconds.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, env = "FEEDBACK_DRILL_OUTAGE_SECS", default_value_t = 12)]
     pub outage_secs: u64,
     /// Shortest pause before a fault, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, env = "FEEDBACK_DRILL_MIN_GAP_MS", default_value_t = 500)]
     pub min_gap_ms: u64,
     /// Longest pause before a fault, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, env = "FEEDBACK_DRILL_MAX_GAP_MS", default_value_t = 3000)]
     pub max_gap_ms: u64,
     /// Requests built to be refused (each a few valid items and one invalid one).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, env = "FEEDBACK_DRILL_REJECTS", default_value_t = 40)]
     pub rejects: usize,
     /// Garbage messages written straight to the input topics (must become dead letters).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, env = "FEEDBACK_DRILL_GARBAGE", default_value_t = 50)]
     pub garbage: usize,
     /// Workload items per window; each window is sent as one ratings and one interactions request.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "FEEDBACK_DRILL_WINDOW", default_value_t = 100)]
     pub window: usize,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, env = "FEEDBACK_DRILL_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
     /// How long one request is retried (5xx, no answer) before it counts as unresolved, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(
+        long,
+        env = "FEEDBACK_DRILL_REQUEST_DEADLINE_SECS",
+        default_value_t = 300
+    )]
     pub request_deadline_secs: u64,
     /// After the last fault and request: how long the pipeline may take to land everything, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "FEEDBACK_DRILL_SETTLE_SECS", default_value_t = 300)]
     pub settle_secs: u64,
     /// Partitions of each of the drill's topics.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, env = "FEEDBACK_DRILL_PARTITIONS", default_value_t = 3)]
     pub partitions: i32,
     /// Name of this drill's topics prefix and database. Default: drill_<seed>_<unix time>.
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_DRILL_NAME")]
     pub name: Option<String>,
     /// Where the components' logs go. Default: <temp dir>/feedback-drill-<name>.
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_DRILL_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
     /// Keep the drill's database after a drill without differences (it is always kept after one with differences).
-    #[arg(long)]
+    #[arg(long, env = "FEEDBACK_DRILL_KEEP")]
     pub keep: bool,
     /// Ownership files for the attributor.
     #[arg(
