@@ -11,6 +11,7 @@ pub mod errors;
 pub mod migrations;
 mod positions;
 pub mod queries;
+pub mod rollups;
 mod rows;
 mod window;
 
@@ -20,6 +21,7 @@ pub use check::ColumnProblem;
 use clickhouse::Client;
 pub use positions::{Landed, RunningInsert};
 pub use queries::watch::MetricRow;
+pub use rollups::{Rollup, RollupRow, ROLLUP_COLUMNS};
 pub use rows::{
     DeadLetterRow, InteractionRow, ProgressRow, RatingRow, Row, DEAD_LETTER_COLUMNS,
     INTERACTION_COLUMNS, PROGRESS_COLUMNS, RATING_COLUMNS,

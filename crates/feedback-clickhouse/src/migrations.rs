@@ -364,6 +364,111 @@ pub const MIGRATIONS: &[Migration] = &[
             ) ENGINE = MergeTree() ORDER BY (erased_at, customer_ref)"],
         steps: &[],
     },
+    Migration {
+        version: 7,
+        name: "rollups: exact stored aggregates (minute, hour, day; breakdowns; interactions; sink marks) read by every metric view",
+        // The views keep their names and columns; they read `rollups` instead of the raw
+        // (the `last_1h` and `total` branches read it through a subquery: their constant
+        // `grain` and `bucket` must not be confused with the table's columns when a filter
+        // on the view is pushed down)
+        // rows, so their cost no longer grows with history. On a database that already holds
+        // raw rows the marks start at the sink's progress and `feedback rollups rebuild`
+        // counts what was landed before (`feedback migrate` says so).
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.rollups (
+                grain String,
+                bucket DateTime,
+                team String,
+                metric String,
+                dimension String,
+                dim_value String,
+                channel String,
+                kind String,
+                responses Int64,
+                score_sum Int64,
+                score_sq_sum Int64,
+                positive Int64,
+                negative Int64,
+                orphans Int64,
+                interactions Int64,
+                mark Int64
+            ) ENGINE = SummingMergeTree((responses, score_sum, score_sq_sum, positive, negative, orphans, interactions, mark))
+            PARTITION BY (grain, toYYYYMM(bucket)) ORDER BY (grain, bucket, team, metric, dimension, dim_value, channel, kind)",
+            "INSERT INTO {db}.rollups (grain, bucket, team, metric, dimension, dim_value, channel, kind,
+                responses, score_sum, score_sq_sum, positive, negative, orphans, interactions, mark)
+             SELECT 'mark', toDateTime(0), topic, '', '', toString(partition), '', '', 0, 0, 0, 0, 0, 0, 0, max(offset) + 1
+             FROM {db}.sink_progress
+             WHERE (topic, toString(partition)) NOT IN (SELECT team, dim_value FROM {db}.rollups WHERE grain = 'mark')
+             GROUP BY topic, partition",
+            "DROP TABLE IF EXISTS {db}.team_minute",
+            "DROP TABLE IF EXISTS {db}.team_interactions_minute",
+            "DROP TABLE IF EXISTS {db}.team_dim_minute",
+            "DROP TABLE IF EXISTS {db}.team_metrics",
+            "DROP TABLE IF EXISTS {db}.team_metrics_window",
+            "DROP TABLE IF EXISTS {db}.team_breakdown",
+            "CREATE VIEW IF NOT EXISTS {db}.team_minute AS
+             SELECT team, metric, bucket AS minute, toUInt64(sum(responses)) AS responses, sum(score_sum) AS score_sum,
+                    toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative
+             FROM {db}.rollups WHERE grain = 'minute' AND dimension = '' AND metric != ''
+             GROUP BY team, metric, minute HAVING responses > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_interactions_minute AS
+             SELECT team, bucket AS minute, channel, kind, toUInt64(sum(interactions)) AS interactions
+             FROM {db}.rollups WHERE grain = 'minute' AND metric = ''
+             GROUP BY team, minute, channel, kind HAVING interactions > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_dim_minute AS
+             SELECT team, metric, dimension, dim_value, bucket AS minute, toUInt64(sum(responses)) AS responses,
+                    sum(score_sum) AS score_sum, toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative
+             FROM {db}.rollups WHERE grain = 'minute' AND dimension != '' AND metric != ''
+             GROUP BY team, metric, dimension, dim_value, minute HAVING responses > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_metrics AS
+             SELECT team, metric, grain, bucket, responses, positive, negative, score_sum, {metric_value} AS value
+             FROM (
+                SELECT team, metric, grain, bucket, toUInt64(sum(responses)) AS responses,
+                       toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative, sum(score_sum) AS score_sum
+                FROM {db}.rollups WHERE grain IN ('minute', 'hour', 'day') AND dimension = '' AND metric != ''
+                GROUP BY team, metric, grain, bucket
+                UNION ALL
+                SELECT team, metric, 'last_1h' AS grain, toStartOfMinute(now()) - 3600 AS bucket, toUInt64(sum(responses)) AS responses,
+                       toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative, sum(score_sum) AS score_sum
+                FROM (SELECT team, metric, responses, positive, negative, score_sum FROM {db}.rollups
+                      WHERE grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 AND dimension = '' AND metric != '')
+                GROUP BY team, metric
+                UNION ALL
+                SELECT team, metric, 'total' AS grain, toDateTime(0) AS bucket, toUInt64(sum(responses)) AS responses,
+                       toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative, sum(score_sum) AS score_sum
+                FROM (SELECT team, metric, responses, positive, negative, score_sum FROM {db}.rollups
+                      WHERE grain = 'day' AND dimension = '' AND metric != '')
+                GROUP BY team, metric
+             ) WHERE responses > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_metrics_window AS
+             SELECT team, metric, window, responses, positive, negative, score_sum, {metric_value} AS value
+             FROM (
+                SELECT team, metric, tupleElement(w, 1) AS window,
+                       toUInt64(sumIf(responses, {in_window})) AS responses,
+                       toUInt64(sumIf(positive, {in_window})) AS positive,
+                       toUInt64(sumIf(negative, {in_window})) AS negative,
+                       sumIf(score_sum, {in_window}) AS score_sum
+                FROM {db}.rollups
+                ARRAY JOIN {windows} AS w
+                WHERE {window_rows} AND dimension = '' AND metric != ''
+                GROUP BY team, metric, window
+             ) WHERE responses > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_breakdown AS
+             SELECT team, metric, dimension, dim_value, window, responses, positive, negative, score_sum, {metric_value} AS value
+             FROM (
+                SELECT team, metric, dimension, dim_value, tupleElement(w, 1) AS window,
+                       toUInt64(sumIf(responses, {in_window})) AS responses,
+                       toUInt64(sumIf(positive, {in_window})) AS positive,
+                       toUInt64(sumIf(negative, {in_window})) AS negative,
+                       sumIf(score_sum, {in_window}) AS score_sum
+                FROM {db}.rollups
+                ARRAY JOIN {windows} AS w
+                WHERE {window_rows} AND dimension != '' AND metric != ''
+                GROUP BY team, metric, dimension, dim_value, window
+             ) WHERE responses > 0",
+        ],
+        steps: &[],
+    },
 ];
 
 const fn add_column(table: &'static str, column: &'static str, sql: &'static str) -> Step {
@@ -395,6 +500,8 @@ pub fn render(statement: &str, db: &str) -> String {
     statement
         .replace("{metric_value}", &metric_value_sql())
         .replace("{windows}", &windows_sql())
+        .replace("{in_window}", &crate::rollups::in_window_sql())
+        .replace("{window_rows}", &crate::rollups::window_rows_sql())
         .replace("{positive}", &positive_sql())
         .replace("{negative}", &negative_sql())
         .replace("{db}", db)

@@ -20,6 +20,9 @@ pub struct Landed {
     pub progress: i64,
     /// Offsets above `progress` present in each table, by table name.
     pub above: HashMap<String, HashSet<i64>>,
+    /// Every event up to this offset is counted in the rollups (-1: none; see
+    /// [`crate::rollups`]). Read with the rest only when the caller asks for rollups.
+    pub rolled: i64,
 }
 
 impl Landed {
@@ -55,6 +58,7 @@ impl Ch {
                     Landed {
                         progress: -1,
                         above: HashMap::new(),
+                        rolled: -1,
                     },
                 )
             })
@@ -158,6 +162,7 @@ mod tests {
                 ("ratings".to_string(), HashSet::from([12, 15])),
                 ("dead_letters".to_string(), HashSet::from([11])),
             ]),
+            rolled: 10,
         };
         assert!(l.contains("interactions", 0));
         assert!(l.contains("interactions", 10));
@@ -170,6 +175,7 @@ mod tests {
         let none = Landed {
             progress: -1,
             above: HashMap::new(),
+            rolled: -1,
         };
         assert!(!none.contains("ratings", 0));
     }

@@ -4,13 +4,13 @@
 //! landed before trying again; rows the server rejects are isolated by bisection and become
 //! dead letters.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use feedback_clickhouse::errors::{classify, Class};
 use feedback_clickhouse::{
-    Ch, DeadLetterRow, InsertRow, Landed, ProgressRow, DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS,
-    RATING_COLUMNS,
+    Ch, DeadLetterRow, InsertRow, InteractionRow, Landed, ProgressRow, RatingRow, Rollup,
+    DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS, RATING_COLUMNS,
 };
 use feedback_kafka::deadletter::{Component, DeadLetter, Reason};
 use feedback_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -115,10 +115,29 @@ impl Lander {
             return false;
         }
         let attributed = self.topics.attributed.clone();
-        match self.ch.landed(parts, |t| tables_of(t, &attributed)).await {
+        let rolled_parts: Vec<(String, i32)> = parts
+            .iter()
+            .filter(|(t, _)| *t == attributed)
+            .cloned()
+            .collect();
+        let landed = match self.ch.landed(parts, |t| tables_of(t, &attributed)).await {
+            Ok(mut l) => match self.ch.rollup_marks(&rolled_parts).await {
+                Ok(marks) => {
+                    for (k, m) in marks {
+                        if let Some(v) = l.get_mut(&k) {
+                            v.rolled = m;
+                        }
+                    }
+                    Ok(l)
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match landed {
             Ok(l) => {
                 for (k, v) in l {
-                    tracing::debug!(topic = %k.0, partition = k.1, progress = v.progress, "landed state read from ClickHouse");
+                    tracing::debug!(topic = %k.0, partition = k.1, progress = v.progress, rolled = v.rolled, "landed state read from ClickHouse");
                     self.landed.insert(k, v);
                 }
                 true
@@ -436,9 +455,18 @@ impl Lander {
         let publish = std::mem::take(&mut batch.publish);
         self.publish(&publish).await;
         let interactions = std::mem::take(&mut batch.interactions);
+        let mut rolled_interactions: Vec<InteractionRow> =
+            interactions.iter().map(|i| i.row.clone()).collect();
         let bad = self
             .land("interactions", interactions, id_base, started)
             .await?;
+        let refused: HashSet<(String, i32, i64)> = bad
+            .iter()
+            .map(|(r, _)| (r.kafka_topic.clone(), r.kafka_partition, r.kafka_offset))
+            .collect();
+        rolled_interactions.retain(|r| {
+            !refused.contains(&(r.kafka_topic.clone(), r.kafka_partition, r.kafka_offset))
+        });
         self.rejected_to_dead(
             "interactions",
             bad,
@@ -446,13 +474,29 @@ impl Lander {
             batch,
         );
         let ratings = std::mem::take(&mut batch.ratings);
+        let mut rolled_ratings: Vec<RatingRow> = ratings.iter().map(|i| i.row.clone()).collect();
         let bad = self.land("ratings", ratings, id_base, started).await?;
+        let refused: HashSet<(String, i32, i64)> = bad
+            .iter()
+            .map(|(r, _)| (r.kafka_topic.clone(), r.kafka_partition, r.kafka_offset))
+            .collect();
+        rolled_ratings.retain(|r| {
+            !refused.contains(&(r.kafka_topic.clone(), r.kafka_partition, r.kafka_offset))
+        });
         self.rejected_to_dead(
             "ratings",
             bad,
             |r| (r.source_topic.clone(), r.source_partition, r.source_offset),
             batch,
         );
+        self.land_rollups(
+            &rolled_interactions,
+            &rolled_ratings,
+            &batch.span,
+            id_base,
+            started,
+        )
+        .await?;
         let publish = std::mem::take(&mut batch.publish);
         self.publish(&publish).await;
         let dead = std::mem::take(&mut batch.dead);
@@ -481,6 +525,105 @@ impl Lander {
             })
             .collect();
         self.land_progress(progress, id_base, started).await
+    }
+
+    /// Counts the batch's landed events in the rollups, exactly once: per attributed-topic
+    /// partition, the events above its rollup mark, with the mark moved to the batch's last
+    /// offset in the same INSERT. After a failure whose outcome is unknown the marks are read
+    /// again and only what lies above them is counted.
+    async fn land_rollups(
+        &mut self,
+        interactions: &[InteractionRow],
+        ratings: &[RatingRow],
+        span: &HashMap<(String, i32), (i64, i64)>,
+        id_base: &str,
+        started: Instant,
+    ) -> Result<(), Abandoned> {
+        let parts: Vec<(String, i32)> = span
+            .keys()
+            .filter(|(t, _)| *t == self.topics.attributed)
+            .cloned()
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let unknown: Vec<(String, i32)> = parts
+                .iter()
+                .filter(|k| !self.landed.contains_key(*k))
+                .cloned()
+                .collect();
+            let derived = unknown.is_empty() || self.derive_once(&unknown).await;
+            if derived {
+                let rolled = |t: &str, p: i32| {
+                    self.landed
+                        .get(&(t.to_string(), p))
+                        .map_or(i64::MAX, |l| l.rolled)
+                };
+                let mut rollup = Rollup::default();
+                for r in interactions {
+                    if r.kafka_offset > rolled(&r.kafka_topic, r.kafka_partition) {
+                        rollup.interaction(r);
+                    }
+                }
+                for r in ratings {
+                    if r.kafka_offset > rolled(&r.kafka_topic, r.kafka_partition) {
+                        rollup.rating(r);
+                    }
+                }
+                for (t, p) in &parts {
+                    let last = span[&(t.clone(), *p)].1;
+                    rollup.mark(t, *p, rolled(t, *p), last);
+                }
+                let rows = rollup.rows();
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                attempt += 1;
+                let query_id = format!("{id_base}/rollups-{attempt}");
+                let t0 = Instant::now();
+                let result = self.ch.insert_rollups(&rows, &query_id).await;
+                self.metrics
+                    .insert_seconds
+                    .observe(t0.elapsed().as_secs_f64());
+                match result {
+                    Ok(()) => {
+                        self.metrics
+                            .rows
+                            .with_label_values(&["rollups"])
+                            .inc_by(rows.len() as u64);
+                        for (t, p) in &parts {
+                            let last = span[&(t.clone(), *p)].1;
+                            if let Some(l) = self.landed.get_mut(&(t.clone(), *p)) {
+                                l.rolled = l.rolled.max(last);
+                            }
+                        }
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        let reason = match classify(&e) {
+                            Class::Retriable { reason } => reason,
+                            Class::Rejected => "rejected",
+                        };
+                        self.metrics.errors.with_label_values(&["retriable"]).inc();
+                        self.metrics.retries.with_label_values(&[reason]).inc();
+                        tracing::warn!(rows = rows.len(), reason, error = %e, retry_in_ms = backoff.as_millis() as u64, "INSERT into rollups failed; reading the marks again and retrying (Kafka keeps the backlog)");
+                        // The INSERT may have landed: forget the marks; they are read again
+                        // (once the server no longer runs it) before the next try.
+                        for k in &parts {
+                            self.landed.remove(k);
+                        }
+                    }
+                }
+            }
+            if started.elapsed() > self.abandon_after {
+                return Err(Abandoned);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
     }
 
     async fn land_progress(

@@ -116,6 +116,7 @@ pub async fn check_schema(ch: &Ch, url: &str, version: &str) -> anyhow::Result<(
             ("ratings", RATING_COLUMNS),
             ("dead_letters", DEAD_LETTER_COLUMNS),
             ("sink_progress", PROGRESS_COLUMNS),
+            ("rollups", feedback_clickhouse::ROLLUP_COLUMNS),
         ])
         .await
         .context("cannot read system.columns")?;

@@ -7,5 +7,6 @@ pub mod erase;
 pub mod inspect;
 pub mod loadgen;
 pub mod probe;
+pub mod rollups;
 pub mod setup;
 pub mod watch;

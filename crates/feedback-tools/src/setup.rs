@@ -76,5 +76,8 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             format!("applied migrations {applied:?}")
         }
     );
+    if let Some(advice) = crate::rollups::advice(&ch.rollup_coverage().await?) {
+        println!("{advice}");
+    }
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use feedback_runtime::shutdown::{Shutdown, DRAIN_TIMEOUT};
 use feedback_runtime::{config, Common};
-use feedback_tools::{bench, drill, erase, inspect, loadgen, probe, setup, watch};
+use feedback_tools::{bench, drill, erase, inspect, loadgen, probe, rollups, setup, watch};
 #[cfg(test)]
 mod config_tests;
 
@@ -65,6 +65,9 @@ enum Command {
     /// Remove one customer's rows from ClickHouse (interactions, ratings, dead letters that
     /// mention them) and record the erasure in the `erasures` table.
     Erase(erase::Args),
+    /// Rollups (the stored aggregates every page, panel and view reads): `rebuild` them
+    /// from the raw rows, or compare them with the raw rows (`status`).
+    Rollups(rollups::Args),
     /// Benchmarks: every stage beside the raw limits of Kafka and ClickHouse, in one run.
     Bench(bench::Args),
     /// Ownership files: `feedback ownership check`.
@@ -209,6 +212,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 .await??
         }
         Command::Erase(a) => return erase::run(a).await,
+        Command::Rollups(a) => rollups::run(a).await?,
         Command::Bench(a) => bench::run(a).await?,
         Command::Ownership {
             command:

@@ -1,0 +1,724 @@
+//! Rollups: exact per-team aggregates stored in `{db}.rollups` (migration 7), so that every
+//! read the product repeats costs the same whatever the history.
+//!
+//! One table holds every grain (`minute`, `hour`, `day`), every breakdown dimension
+//! (`dimension = ''` is the team's total; `channel`, `product`, `kind`), the interactions
+//! (`metric = ''`, by `channel` and `kind`) and the sink's **marks** (`grain = 'mark'`).
+//! It is a `SummingMergeTree`: rows are deltas, summed by key.
+//!
+//! Exactly once: the sink writes, per batch, one INSERT holding the batch's deltas and, per
+//! attributed-topic partition, a mark row whose `mark` is the number of offsets the batch
+//! rolled up (`last - previous mark`). The marks of a partition telescope: their sum − 1 is
+//! the last offset whose event is counted. Deltas and mark arrive in the same INSERT, so
+//! they are visible together or not at all (an INSERT below `max_insert_block_size` is one
+//! part; the sink raises that bound for this INSERT). After an INSERT whose outcome is
+//! unknown the sink reads the marks again and rolls up only what lies above them.
+//!
+//! `feedback rollups rebuild` recomputes a day from the raw rows: one SELECT reads the marks
+//! and the day's stored sums from the same snapshot of parts; the raw rows counted are those
+//! at or below the marks (rows landed without Kafka coordinates always count); the
+//! difference between the recomputation and the stored sums is inserted as correction
+//! deltas in one INSERT. Sink deltas above the marks are untouched, so it is safe while the
+//! sink lands, and running it twice inserts nothing the second time.
+
+use std::collections::{BTreeMap, HashMap};
+
+use feedback_events::Metric;
+use serde::{Deserialize, Serialize};
+
+use crate::positions::quote;
+use crate::{Ch, Error, InteractionRow, RatingRow, Window};
+
+/// The table.
+pub const TABLE: &str = "rollups";
+
+/// The grains with their bucket width in seconds (buckets are UTC, aligned on the epoch).
+pub const GRAINS: [(&str, u32); 3] = [("minute", 60), ("hour", 3600), ("day", 86400)];
+
+/// The breakdown dimensions of a rating, besides the team's total (`''`).
+pub const DIMENSIONS: [&str; 3] = ["channel", "product", "kind"];
+
+/// The grain of the sink's marks.
+pub const MARK: &str = "mark";
+
+/// One row of `{db}.rollups`: a delta (or, read back with `sum`, a total).
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct RollupRow {
+    pub grain: String,
+    /// Seconds since the epoch (start of the bucket); 0 for marks.
+    pub bucket: u32,
+    /// The team; for marks, the Kafka topic.
+    pub team: String,
+    /// `csat`, `nps`, `ces`; `''` for interactions and marks.
+    pub metric: String,
+    /// `''` (the team's total), `channel`, `product` or `kind`.
+    pub dimension: String,
+    /// The dimension's value; for marks, the partition.
+    pub dim_value: String,
+    /// Interactions only.
+    pub channel: String,
+    /// Interactions only.
+    pub kind: String,
+    pub responses: i64,
+    pub score_sum: i64,
+    pub score_sq_sum: i64,
+    pub positive: i64,
+    pub negative: i64,
+    pub orphans: i64,
+    pub interactions: i64,
+    pub mark: i64,
+}
+
+/// The columns the sink writes into `rollups`, with their types (checked at start-up).
+pub const ROLLUP_COLUMNS: &[(&str, &str)] = &[
+    ("grain", "String"),
+    ("bucket", "DateTime"),
+    ("team", "String"),
+    ("metric", "String"),
+    ("dimension", "String"),
+    ("dim_value", "String"),
+    ("channel", "String"),
+    ("kind", "String"),
+    ("responses", "Int64"),
+    ("score_sum", "Int64"),
+    ("score_sq_sum", "Int64"),
+    ("positive", "Int64"),
+    ("negative", "Int64"),
+    ("orphans", "Int64"),
+    ("interactions", "Int64"),
+    ("mark", "Int64"),
+];
+
+type Key = (String, u32, String, String, String, String, String, String);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sums {
+    responses: i64,
+    score_sum: i64,
+    score_sq_sum: i64,
+    positive: i64,
+    negative: i64,
+    orphans: i64,
+    interactions: i64,
+    mark: i64,
+}
+
+impl Sums {
+    fn add(&mut self, o: &Sums, sign: i64) {
+        self.responses += sign * o.responses;
+        self.score_sum += sign * o.score_sum;
+        self.score_sq_sum += sign * o.score_sq_sum;
+        self.positive += sign * o.positive;
+        self.negative += sign * o.negative;
+        self.orphans += sign * o.orphans;
+        self.interactions += sign * o.interactions;
+        self.mark += sign * o.mark;
+    }
+
+    fn is_zero(&self) -> bool {
+        *self == Sums::default()
+    }
+}
+
+/// Aggregates events into rollup deltas (the sink's half of the rollups; the rebuild's SQL
+/// is the other, and a test holds them equal).
+#[derive(Debug, Default, Clone)]
+pub struct Rollup {
+    rows: BTreeMap<Key, Sums>,
+}
+
+fn bucket(secs: u32, width: u32) -> u32 {
+    secs - secs % width
+}
+
+impl Rollup {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Counts one landed rating in every grain and dimension.
+    pub fn rating(&mut self, r: &RatingRow) {
+        let score = r.metric.parse::<Metric>().ok();
+        let s = i64::from(r.score);
+        let d = Sums {
+            responses: 1,
+            score_sum: s,
+            score_sq_sum: s * s,
+            positive: i64::from(score.is_some_and(|m| m.is_positive(i32::from(r.score)))),
+            negative: i64::from(score.is_some_and(|m| m.is_negative(i32::from(r.score)))),
+            orphans: i64::from(r.orphan),
+            ..Sums::default()
+        };
+        let dims = [
+            ("", String::new()),
+            ("channel", r.channel.clone()),
+            ("product", r.product.clone().unwrap_or_default()),
+            ("kind", r.interaction_kind.clone().unwrap_or_default()),
+        ];
+        for (grain, width) in GRAINS {
+            for (dim, value) in &dims {
+                let key = (
+                    grain.to_string(),
+                    bucket(r.occurred_at, width),
+                    r.team.clone(),
+                    r.metric.clone(),
+                    dim.to_string(),
+                    value.clone(),
+                    String::new(),
+                    String::new(),
+                );
+                self.rows.entry(key).or_default().add(&d, 1);
+            }
+        }
+    }
+
+    /// Counts one landed interaction in every grain.
+    pub fn interaction(&mut self, i: &InteractionRow) {
+        let d = Sums {
+            interactions: 1,
+            ..Sums::default()
+        };
+        for (grain, width) in GRAINS {
+            let key = (
+                grain.to_string(),
+                bucket(i.occurred_at, width),
+                i.team.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                i.channel.clone(),
+                i.kind.clone(),
+            );
+            self.rows.entry(key).or_default().add(&d, 1);
+        }
+    }
+
+    /// Records that offsets `(rolled, last]` of `topic`/`partition` are counted.
+    pub fn mark(&mut self, topic: &str, partition: i32, rolled: i64, last: i64) {
+        if last <= rolled {
+            return;
+        }
+        let key = (
+            MARK.to_string(),
+            0,
+            topic.to_string(),
+            String::new(),
+            String::new(),
+            partition.to_string(),
+            String::new(),
+            String::new(),
+        );
+        self.rows.entry(key).or_default().mark += last - rolled;
+    }
+
+    /// The rows to insert (zero deltas left out).
+    pub fn rows(&self) -> Vec<RollupRow> {
+        self.rows
+            .iter()
+            .filter(|(_, s)| !s.is_zero())
+            .map(|(k, s)| to_row(k, s))
+            .collect()
+    }
+
+    fn from_rows(rows: Vec<RollupRow>) -> Self {
+        let mut out = Rollup::default();
+        for r in rows {
+            let (k, s) = from_row(r);
+            out.rows.entry(k).or_default().add(&s, 1);
+        }
+        out
+    }
+
+    /// `self − other`, key by key (what turns `other` into `self` when inserted).
+    fn minus(&self, other: &Rollup) -> Rollup {
+        let mut out = self.clone();
+        for (k, s) in &other.rows {
+            out.rows.entry(k.clone()).or_default().add(s, -1);
+        }
+        out.rows.retain(|_, s| !s.is_zero());
+        out
+    }
+}
+
+fn to_row(k: &Key, s: &Sums) -> RollupRow {
+    RollupRow {
+        grain: k.0.clone(),
+        bucket: k.1,
+        team: k.2.clone(),
+        metric: k.3.clone(),
+        dimension: k.4.clone(),
+        dim_value: k.5.clone(),
+        channel: k.6.clone(),
+        kind: k.7.clone(),
+        responses: s.responses,
+        score_sum: s.score_sum,
+        score_sq_sum: s.score_sq_sum,
+        positive: s.positive,
+        negative: s.negative,
+        orphans: s.orphans,
+        interactions: s.interactions,
+        mark: s.mark,
+    }
+}
+
+fn from_row(r: RollupRow) -> (Key, Sums) {
+    (
+        (
+            r.grain,
+            r.bucket,
+            r.team,
+            r.metric,
+            r.dimension,
+            r.dim_value,
+            r.channel,
+            r.kind,
+        ),
+        Sums {
+            responses: r.responses,
+            score_sum: r.score_sum,
+            score_sq_sum: r.score_sq_sum,
+            positive: r.positive,
+            negative: r.negative,
+            orphans: r.orphans,
+            interactions: r.interactions,
+            mark: r.mark,
+        },
+    )
+}
+
+/// `[('minute', 60), ('hour', 3600), ('day', 86400)]`, from [`GRAINS`].
+pub fn grains_sql() -> String {
+    let g: Vec<String> = GRAINS
+        .iter()
+        .map(|(n, w)| format!("('{n}', {w})"))
+        .collect();
+    format!("[{}]", g.join(", "))
+}
+
+/// `toDateTime(intDiv(toUInt32(occurred_at), w) * w)` for the grain tuple `g`.
+const BUCKET_SQL: &str =
+    "toDateTime(intDiv(toUInt32(occurred_at), tupleElement(g, 2)) * tupleElement(g, 2))";
+
+/// The rollups of the raw rows with `occurred_at` in `[?, ?)` and `{cut}`, computed by
+/// ClickHouse: the same rows [`Rollup`] makes from the same events.
+pub const RECOMPUTE_SQL: &str = "SELECT grain, toUInt32(bucket) AS bucket, team, metric, dimension, dim_value, \
+        '' AS channel, '' AS kind, \
+        toInt64(count()) AS responses, sum(toInt64(score)) AS score_sum, \
+        sum(toInt64(score) * toInt64(score)) AS score_sq_sum, \
+        toInt64(sum({positive})) AS positive, toInt64(sum({negative})) AS negative, \
+        toInt64(sum(orphan)) AS orphans, toInt64(0) AS interactions, toInt64(0) AS mark \
+     FROM ( \
+        SELECT team, metric, score, orphan, \
+               arrayJoin([('', ''), ('channel', channel), ('product', ifNull(product, '')), ('kind', ifNull(interaction_kind, ''))]) AS d, \
+               arrayJoin({grains}) AS g, \
+               tupleElement(d, 1) AS dimension, tupleElement(d, 2) AS dim_value, \
+               tupleElement(g, 1) AS grain, {bucket} AS bucket \
+        FROM {db}.ratings \
+        PREWHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+        WHERE {cut} \
+     ) GROUP BY grain, bucket, team, metric, dimension, dim_value \
+     UNION ALL \
+     SELECT grain, toUInt32(bucket) AS bucket, team, '' AS metric, '' AS dimension, '' AS dim_value, channel, kind, \
+        toInt64(0) AS responses, toInt64(0) AS score_sum, toInt64(0) AS score_sq_sum, toInt64(0) AS positive, \
+        toInt64(0) AS negative, toInt64(0) AS orphans, toInt64(count()) AS interactions, toInt64(0) AS mark \
+     FROM ( \
+        SELECT team, channel, kind, arrayJoin({grains}) AS g, tupleElement(g, 1) AS grain, {bucket} AS bucket \
+        FROM {db}.interactions \
+        PREWHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+        WHERE {cut} \
+     ) GROUP BY grain, bucket, team, channel, kind";
+
+/// What the rollups hold for a range of buckets, and every mark, read in one SELECT (one
+/// snapshot of the table's parts: a sink INSERT is in it with its mark or not at all).
+pub const SNAPSHOT_SQL: &str = "SELECT grain, toUInt32(bucket) AS bucket, team, metric, dimension, dim_value, channel, kind, \
+        sum(responses) AS responses, sum(score_sum) AS score_sum, sum(score_sq_sum) AS score_sq_sum, \
+        sum(positive) AS positive, sum(negative) AS negative, sum(orphans) AS orphans, \
+        sum(interactions) AS interactions, sum(mark) AS mark \
+     FROM {db}.rollups \
+     WHERE grain = 'mark' OR (grain IN ('minute', 'hour', 'day') AND bucket >= toDateTime(?) AND bucket < toDateTime(?)) \
+     GROUP BY grain, bucket, team, metric, dimension, dim_value, channel, kind";
+
+/// The marks of some partitions: `(topic, partition, last offset counted)`.
+pub const MARKS_SQL: &str = "SELECT team AS topic, toInt32(dim_value) AS partition, sum(mark) - 1 AS rolled \
+     FROM {db}.rollups WHERE grain = 'mark' AND bucket = toDateTime(0) AND (team, dim_value) IN ({keys}) \
+     GROUP BY topic, partition";
+
+/// How many events the raw tables and the rollups hold (the rollups' day grain), per table.
+pub const COVERAGE_SQL: &str = "SELECT \
+        (SELECT count() FROM {db}.ratings) AS raw_ratings, \
+        (SELECT count() FROM {db}.interactions) AS raw_interactions, \
+        (SELECT toInt64(sum(responses)) FROM {db}.rollups WHERE grain = 'day' AND dimension = '' AND metric != '') AS rolled_ratings, \
+        (SELECT toInt64(sum(interactions)) FROM {db}.rollups WHERE grain = 'day' AND metric = '') AS rolled_interactions, \
+        (SELECT toUInt32(min(occurred_at)) FROM {db}.ratings) AS first_rating, \
+        (SELECT toUInt32(min(occurred_at)) FROM {db}.interactions) AS first_interaction, \
+        (SELECT toUInt32(max(occurred_at)) FROM {db}.ratings) AS last_rating, \
+        (SELECT toUInt32(max(occurred_at)) FROM {db}.interactions) AS last_interaction";
+
+/// Raw rows versus what the rollups count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clickhouse::Row, Deserialize)]
+pub struct Coverage {
+    pub raw_ratings: u64,
+    pub raw_interactions: u64,
+    pub rolled_ratings: i64,
+    pub rolled_interactions: i64,
+    pub first_rating: u32,
+    pub first_interaction: u32,
+    pub last_rating: u32,
+    pub last_interaction: u32,
+}
+
+impl Coverage {
+    /// The raw rows' time range `[first, last]` in seconds (None when both tables are empty).
+    pub fn raw_range(&self) -> Option<(u32, u32)> {
+        let firsts = [
+            (self.raw_ratings > 0).then_some(self.first_rating),
+            (self.raw_interactions > 0).then_some(self.first_interaction),
+        ];
+        let lasts = [
+            (self.raw_ratings > 0).then_some(self.last_rating),
+            (self.raw_interactions > 0).then_some(self.last_interaction),
+        ];
+        Some((
+            firsts.iter().flatten().min().copied()?,
+            lasts.iter().flatten().max().copied()?,
+        ))
+    }
+}
+
+/// The `WHERE` of the raw rows a rebuild counts: rows landed without Kafka coordinates
+/// always; rows of the sink up to their partition's mark.
+fn cut_sql(marks: &HashMap<(String, i32), i64>) -> String {
+    if marks.is_empty() {
+        return "kafka_topic = ''".into();
+    }
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    let mut sorted: Vec<_> = marks.iter().collect();
+    sorted.sort();
+    for ((t, p), m) in sorted {
+        keys.push(quote(&format!("{t}#{p}")));
+        values.push(format!("toInt64({m})"));
+    }
+    format!(
+        "(kafka_topic = '' OR kafka_offset <= transform(concat(kafka_topic, '#', toString(kafka_partition)), [{}], [{}], toInt64(-1)))",
+        keys.join(", "),
+        values.join(", ")
+    )
+}
+
+/// What one rebuilt day changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayRebuilt {
+    /// Correction rows inserted (0: the rollups were exact already).
+    pub corrections: usize,
+    /// The day holds rollups but no raw rows (expired or erased): left as it was.
+    pub kept_without_raw: bool,
+    /// Events of the day counted by the recomputation (ratings + interactions).
+    pub events: i64,
+}
+
+/// Query-id prefix of a rebuild's statements (another rebuild of the same database refuses
+/// to start while one runs).
+pub const REBUILD_QUERY_PREFIX: &str = "fbrollups/";
+
+impl Ch {
+    /// The rollup marks of `partitions`: the last offset whose event the rollups count
+    /// (-1: none).
+    pub async fn rollup_marks(
+        &self,
+        partitions: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), i64>, Error> {
+        let mut out: HashMap<(String, i32), i64> =
+            partitions.iter().map(|k| (k.clone(), -1)).collect();
+        if partitions.is_empty() {
+            return Ok(out);
+        }
+        let keys = partitions
+            .iter()
+            .map(|(t, p)| format!("({}, '{p}')", quote(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        #[derive(clickhouse::Row, Deserialize)]
+        struct M {
+            topic: String,
+            partition: i32,
+            rolled: i64,
+        }
+        let rows: Vec<M> = self.fetch(&MARKS_SQL.replace("{keys}", &keys)).await?;
+        for m in rows {
+            out.insert((m.topic, m.partition), m.rolled);
+        }
+        Ok(out)
+    }
+
+    /// Inserts rollup deltas as one INSERT that lands whole or not at all (the part size
+    /// bound `max_insert_block_size` raised above the row count).
+    pub async fn insert_rollups(&self, rows: &[RollupRow], query_id: &str) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let client = self
+            .client
+            .clone()
+            .with_option("query_id", query_id)
+            .with_option(
+                "max_insert_block_size",
+                (rows.len() + 1).max(1_048_576).to_string(),
+            );
+        let mut ins = client
+            .insert(&format!("{}.{TABLE}", self.db))
+            .map_err(|e| self.err(e))?
+            .with_timeouts(
+                Some(std::time::Duration::from_secs(30)),
+                Some(std::time::Duration::from_secs(120)),
+            );
+        for r in rows {
+            ins.write(r).await.map_err(|e| self.err(e))?;
+        }
+        ins.end().await.map_err(|e| self.err(e))
+    }
+
+    /// Raw rows versus rollups.
+    pub async fn rollup_coverage(&self) -> Result<Coverage, Error> {
+        let rows: Vec<Coverage> = self.fetch(COVERAGE_SQL).await?;
+        Ok(rows.into_iter().next().unwrap_or_default())
+    }
+
+    /// True when another rebuild of this database runs.
+    pub async fn rebuild_running(&self) -> Result<bool, Error> {
+        Ok(!self
+            .running_inserts(&format!("{REBUILD_QUERY_PREFIX}{}/", self.db))
+            .await?
+            .is_empty())
+    }
+
+    /// Recomputes the rollups of the UTC day starting at `day` (seconds, a multiple of
+    /// 86400) from the raw rows and inserts the difference (see the module's doc).
+    pub async fn rebuild_day(&self, day: u32, run: &str) -> Result<DayRebuilt, Error> {
+        assert_eq!(day % 86400, 0, "a rebuild day starts at midnight UTC");
+        let end = day + 86400;
+        let prefix = format!("{REBUILD_QUERY_PREFIX}{}/{run}/{day}", self.db);
+        let snapshot: Vec<RollupRow> = self
+            .fetch_query(
+                self.query(SNAPSHOT_SQL)
+                    .bind(day)
+                    .bind(end)
+                    .with_option("query_id", format!("{prefix}/snapshot")),
+            )
+            .await?;
+        let mut marks = HashMap::new();
+        let mut stored = Vec::new();
+        for r in snapshot {
+            if r.grain == MARK {
+                if let Ok(p) = r.dim_value.parse::<i32>() {
+                    marks.insert((r.team.clone(), p), r.mark - 1);
+                }
+            } else {
+                stored.push(r);
+            }
+        }
+        let sql = RECOMPUTE_SQL
+            .replace("{cut}", &cut_sql(&marks))
+            .replace("{bucket}", BUCKET_SQL)
+            .replace("{grains}", &grains_sql());
+        let fresh: Vec<RollupRow> = self
+            .fetch_query(
+                self.query(&sql)
+                    .bind(day)
+                    .bind(end)
+                    .bind(day)
+                    .bind(end)
+                    .with_option("query_id", format!("{prefix}/recompute")),
+            )
+            .await?;
+        let events: i64 = fresh
+            .iter()
+            .filter(|r| r.grain == "day" && r.dimension.is_empty())
+            .map(|r| r.responses + r.interactions)
+            .sum();
+        if fresh.is_empty() && !stored.is_empty() {
+            return Ok(DayRebuilt {
+                kept_without_raw: true,
+                ..DayRebuilt::default()
+            });
+        }
+        let diff = Rollup::from_rows(fresh).minus(&Rollup::from_rows(stored));
+        let rows = diff.rows();
+        self.insert_rollups(&rows, &format!("{prefix}/insert"))
+            .await?;
+        Ok(DayRebuilt {
+            corrections: rows.len(),
+            kept_without_raw: false,
+            events,
+        })
+    }
+}
+
+/// The condition "row `(grain, bucket)` counts in window tuple `w`" (`w = (name, from, to)`,
+/// minute-aligned): whole hours from the hour grain, the partial hours at both ends from the
+/// minute grain.
+pub fn in_window_sql() -> String {
+    let from = "tupleElement(w, 2)";
+    let to = "tupleElement(w, 3)";
+    let ceil_from = format!("toDateTime(intDiv(toUInt32({from}) + 3599, 3600) * 3600)");
+    let floor_to = format!("toDateTime(intDiv(toUInt32({to}), 3600) * 3600)");
+    format!(
+        "((grain = 'minute' AND bucket >= {from} AND bucket < {to} AND (bucket < {ceil_from} OR bucket >= {floor_to})) \
+         OR (grain = 'hour' AND bucket >= {ceil_from} AND bucket < {floor_to}))"
+    )
+}
+
+/// `+ n` or `- n`.
+fn offset(n: i64) -> String {
+    if n < 0 {
+        format!("- {}", -n)
+    } else {
+        format!("+ {n}")
+    }
+}
+
+/// The rollup rows any window of [`Window::ALL`] may need (for primary-key pruning): hours
+/// of the longest comparison span, minutes within an hour of a window's edge.
+pub fn window_rows_sql() -> String {
+    let now = "toStartOfMinute(now())";
+    let longest = Window::ALL.iter().map(|w| 2 * w.secs()).max().unwrap_or(0);
+    let mut edges: Vec<i64> = vec![-60];
+    for w in Window::ALL {
+        edges.push(w.secs());
+        edges.push(2 * w.secs());
+    }
+    edges.sort();
+    edges.dedup();
+    let minutes: Vec<String> = edges
+        .iter()
+        .map(|e| {
+            format!(
+                "(bucket >= {now} {} AND bucket < {now} {})",
+                offset(-(e + 3600)),
+                offset(3600 - e)
+            )
+        })
+        .collect();
+    format!(
+        "((grain = 'hour' AND bucket >= {now} - {}) OR (grain = 'minute' AND ({})))",
+        longest + 3600,
+        minutes.join(" OR ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rating(team: &str, metric: &str, score: i8, at: u32, channel: &str) -> RatingRow {
+        RatingRow {
+            rating_id: format!("r{at}{score}"),
+            occurred_at: at,
+            occurred_at_ms: i64::from(at) * 1000,
+            interaction_id: None,
+            metric: metric.into(),
+            score,
+            comment: None,
+            service: "s".into(),
+            channel: channel.into(),
+            customer_ref: "c".into(),
+            product: None,
+            region: None,
+            attributes: "{}".into(),
+            team: team.into(),
+            attribution: "claim".into(),
+            claim_file: None,
+            claim_index: None,
+            ownership_version: "v".into(),
+            orphan: 0,
+            interaction_kind: Some("order".into()),
+            source_topic: "t".into(),
+            source_partition: 0,
+            source_offset: 0,
+            attributed_at_ms: 0,
+            kafka_topic: "k".into(),
+            kafka_partition: 0,
+            kafka_offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_rating_counts_once_per_grain_and_dimension() {
+        let mut r = Rollup::default();
+        // 2026-01-01T10:17:30Z
+        let t = 1_767_262_650;
+        r.rating(&rating("payments", "csat", 5, t, "web"));
+        r.rating(&rating("payments", "csat", 2, t + 10, "web"));
+        let rows = r.rows();
+        // 3 grains × (total, channel, product, kind), both ratings in the same buckets.
+        assert_eq!(rows.len(), 12);
+        let total_minute = rows
+            .iter()
+            .find(|x| x.grain == "minute" && x.dimension.is_empty())
+            .unwrap();
+        assert_eq!(total_minute.bucket, 1_767_262_620);
+        assert_eq!(
+            (
+                total_minute.responses,
+                total_minute.score_sum,
+                total_minute.score_sq_sum,
+                total_minute.positive,
+                total_minute.negative
+            ),
+            (2, 7, 29, 1, 1)
+        );
+        let day = rows
+            .iter()
+            .find(|x| x.grain == "day" && x.dimension == "kind")
+            .unwrap();
+        assert_eq!(
+            (day.bucket, day.dim_value.as_str()),
+            (1_767_225_600, "order")
+        );
+        let hour = rows
+            .iter()
+            .find(|x| x.grain == "hour" && x.dimension == "product")
+            .unwrap();
+        assert_eq!((hour.bucket, hour.dim_value.as_str()), (1_767_261_600, ""));
+    }
+
+    #[test]
+    fn marks_telescope_and_differences_cancel() {
+        let mut a = Rollup::default();
+        a.mark("topic", 3, -1, 9);
+        a.mark("topic", 3, 9, 20);
+        a.mark("topic", 3, 20, 20);
+        let rows = a.rows();
+        assert_eq!(rows.len(), 1);
+        // sum − 1 = the last offset counted.
+        assert_eq!(rows[0].mark - 1, 20);
+        assert_eq!(rows[0].dim_value, "3");
+        assert!(a.minus(&a).rows().is_empty());
+        let mut b = Rollup::default();
+        b.rating(&rating("t", "nps", 9, 60, "app"));
+        let d = b.minus(&Rollup::default());
+        assert_eq!(d.rows(), b.rows());
+        let neg = Rollup::default().minus(&b).rows();
+        assert!(neg.iter().all(|r| r.responses == -1 && r.positive == -1));
+    }
+
+    #[test]
+    fn the_cut_names_every_partition_and_keeps_rows_without_coordinates() {
+        assert_eq!(cut_sql(&HashMap::new()), "kafka_topic = ''");
+        let m = HashMap::from([(("t'x".to_string(), 2), 41)]);
+        assert_eq!(
+            cut_sql(&m),
+            "(kafka_topic = '' OR kafka_offset <= transform(concat(kafka_topic, '#', toString(kafka_partition)), ['t\\'x#2'], [toInt64(41)], toInt64(-1)))"
+        );
+    }
+
+    #[test]
+    fn window_rows_cover_every_edge() {
+        let sql = window_rows_sql();
+        assert!(sql.starts_with("((grain = 'hour' AND bucket >= toStartOfMinute(now()) - 1213200)"));
+        assert!(sql.contains(
+            "(bucket >= toStartOfMinute(now()) - 3540 AND bucket < toStartOfMinute(now()) + 3660)"
+        ));
+        assert!(sql.contains("(bucket >= toStartOfMinute(now()) - 1213200 AND bucket < toStartOfMinute(now()) - 1206000)"));
+    }
+}

@@ -1,0 +1,221 @@
+//! `feedback rollups rebuild | status` and `feedback retention`: the rollups' operator side.
+//! The SQL and the exactly-once argument live in `feedback_clickhouse::rollups`.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{DateTime, NaiveDate, Utc};
+use feedback_clickhouse::rollups::Coverage;
+use feedback_clickhouse::Ch;
+use feedback_runtime::Common;
+
+/// Options of `feedback rollups`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Recompute the rollups of a time range exactly from the raw tables (an upgrade, a
+    /// repair, a backfill). Whole UTC days; safe while the pipeline runs; running it twice
+    /// changes nothing the second time. Days whose raw rows are gone (retention) are kept.
+    Rebuild(RebuildArgs),
+    /// Compare what the raw tables hold with what the rollups count.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// First day (UTC) to rebuild: `2026-03-01` or an RFC 3339 time (its day). Default: the
+    /// oldest raw row's day.
+    #[arg(long, env = "FEEDBACK_ROLLUPS_FROM", value_parser = parse_day)]
+    pub from: Option<u32>,
+    /// End of the range (exclusive; a time inside a day includes that day). Default: after
+    /// the newest raw row.
+    #[arg(long, env = "FEEDBACK_ROLLUPS_TO", value_parser = parse_end)]
+    pub to: Option<u32>,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+}
+
+const DAY: u32 = 86400;
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp())
+        .map_err(|_| {
+            format!(
+                "{s:?} is neither a day (2026-03-01) nor an RFC 3339 time (2026-03-01T10:00:00Z)"
+            )
+        })
+}
+
+fn to_u32(secs: i64, s: &str) -> Result<u32, String> {
+    u32::try_from(secs)
+        .map_err(|_| format!("{s:?} is outside ClickHouse's DateTime range (1970 to 2106)"))
+}
+
+/// The start of the day holding `s`.
+fn parse_day(s: &str) -> Result<u32, String> {
+    let t = to_u32(parse_time(s)?, s)?;
+    Ok(t - t % DAY)
+}
+
+/// The end of the range: a midnight stays, a time inside a day rounds up to the next one.
+fn parse_end(s: &str) -> Result<u32, String> {
+    let t = to_u32(parse_time(s)?, s)?;
+    Ok(t.div_ceil(DAY) * DAY)
+}
+
+fn day_name(secs: u32) -> String {
+    DateTime::<Utc>::from_timestamp(i64::from(secs), 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Rebuild(a) => rebuild(a).await,
+        Command::Status(a) => status(a).await,
+    }
+}
+
+/// What `migrate` and `status` say about the rollups: `None` when they count every raw row.
+pub fn advice(c: &Coverage) -> Option<String> {
+    let behind = c.raw_ratings as i64 != c.rolled_ratings
+        || c.raw_interactions as i64 != c.rolled_interactions;
+    behind.then(|| {
+        format!(
+            "the rollups count {} of {} ratings and {} of {} interactions in the raw tables; \
+             run `feedback rollups rebuild` to recompute them from the raw rows (safe while the \
+             pipeline runs; equal counts can also differ after raw rows expired or were erased)",
+            c.rolled_ratings, c.raw_ratings, c.rolled_interactions, c.raw_interactions
+        )
+    })
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let ch = args.common.clickhouse()?;
+    let c = ch.rollup_coverage().await.context(
+        "cannot read the rollups; is ClickHouse up and the schema migrated (`feedback migrate`)?",
+    )?;
+    println!(
+        "raw: {} ratings, {} interactions; rollups: {} ratings, {} interactions",
+        c.raw_ratings, c.raw_interactions, c.rolled_ratings, c.rolled_interactions
+    );
+    match advice(&c) {
+        Some(a) => println!("{a}"),
+        None => println!("the rollups count every raw row"),
+    }
+    Ok(())
+}
+
+async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    let ch: Ch = args.common.clickhouse()?;
+    if ch.rebuild_running().await? {
+        anyhow::bail!(
+            "another `feedback rollups rebuild` of database {} is running (see system.processes, \
+             query_id starting with {}{}/); wait for it to finish",
+            ch.database(),
+            feedback_clickhouse::rollups::REBUILD_QUERY_PREFIX,
+            ch.database()
+        );
+    }
+    let coverage = ch.rollup_coverage().await.context(
+        "cannot read the raw tables and rollups; is ClickHouse up and the schema migrated (`feedback migrate`)?",
+    )?;
+    let Some((first, last)) = coverage.raw_range() else {
+        println!("the raw tables are empty: nothing to rebuild");
+        return Ok(());
+    };
+    let from = args.from.unwrap_or(first - first % DAY);
+    let to = args.to.unwrap_or((last / DAY + 1) * DAY);
+    if to <= from {
+        anyhow::bail!(
+            "--to ({}) is not after --from ({}): nothing to rebuild",
+            day_name(to),
+            day_name(from)
+        );
+    }
+    let days = (to - from) / DAY;
+    let run = format!("{}", feedback_runtime::now_ms());
+    let started = Instant::now();
+    eprintln!(
+        "rebuilding the rollups of {} day(s), {} to {} (UTC), database {}",
+        days,
+        day_name(from),
+        day_name(to - DAY),
+        ch.database()
+    );
+    let (mut events, mut corrections, mut kept) = (0i64, 0usize, Vec::new());
+    for (i, day) in (from..to).step_by(DAY as usize).enumerate() {
+        let r = ch
+            .rebuild_day(day, &run)
+            .await
+            .with_context(|| format!("rebuilding {}", day_name(day)))?;
+        events += r.events;
+        corrections += r.corrections;
+        if r.kept_without_raw {
+            kept.push(day_name(day));
+        }
+        let done = i as u32 + 1;
+        let elapsed = started.elapsed().as_secs_f64();
+        eprintln!(
+            "[{done}/{days}] {}: {} events, {} correction row(s){}; {:.1} s elapsed, about {:.0} s left",
+            day_name(day),
+            r.events,
+            r.corrections,
+            if r.kept_without_raw {
+                " (no raw rows: rollups kept)"
+            } else {
+                ""
+            },
+            elapsed,
+            elapsed / f64::from(done) * f64::from(days - done)
+        );
+    }
+    println!(
+        "rebuilt {days} day(s) from {} events in {:.1} s: {corrections} correction row(s) inserted{}",
+        events,
+        started.elapsed().as_secs_f64(),
+        if kept.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; kept without raw rows (expired or erased): {}",
+                kept.join(", ")
+            )
+        }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_round_outward() {
+        assert_eq!(parse_day("2026-03-01"), Ok(1_772_323_200));
+        assert_eq!(parse_day("2026-03-01T10:00:00Z"), Ok(1_772_323_200));
+        assert_eq!(parse_end("2026-03-01"), Ok(1_772_323_200));
+        assert_eq!(parse_end("2026-03-01T10:00:00+00:00"), Ok(1_772_409_600));
+        assert!(parse_day("yesterday").unwrap_err().contains("RFC 3339"));
+        assert!(parse_day("1960-01-01").unwrap_err().contains("1970"));
+    }
+}
