@@ -415,6 +415,10 @@ pub const MIGRATIONS: &[Migration] = &[
              SELECT team, bucket AS minute, channel, kind, toUInt64(sum(interactions)) AS interactions
              FROM {db}.rollups WHERE grain = 'minute' AND metric = ''
              GROUP BY team, minute, channel, kind HAVING interactions > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_interactions AS
+             SELECT team, grain, bucket, channel, kind, toUInt64(sum(interactions)) AS interactions
+             FROM {db}.rollups WHERE grain IN ('minute', 'hour', 'day') AND metric = ''
+             GROUP BY team, grain, bucket, channel, kind HAVING interactions > 0",
             "CREATE VIEW IF NOT EXISTS {db}.team_dim_minute AS
              SELECT team, metric, dimension, dim_value, bucket AS minute, toUInt64(sum(responses)) AS responses,
                     sum(score_sum) AS score_sum, toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative

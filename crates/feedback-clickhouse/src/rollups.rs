@@ -406,6 +406,28 @@ fn cut_sql(marks: &HashMap<(String, i32), i64>) -> String {
     )
 }
 
+/// The columns of [`RollupRow`], in order.
+pub const COLUMN_LIST: &str = "grain, bucket, team, metric, dimension, dim_value, channel, kind, responses, \
+     score_sum, score_sq_sum, positive, negative, orphans, interactions, mark";
+
+/// An `INSERT ... SELECT` counting every raw row with `occurred_at` in `[from, to)` into the
+/// rollups, for a database whose rollups hold nothing of that range yet (a fresh copy, a
+/// server reached without this client such as chDB). `feedback rollups rebuild` is the
+/// general, repeatable form.
+pub fn backfill_sql(db: &str, from: u32, to: u32) -> String {
+    let mut sql = RECOMPUTE_SQL
+        .replace("{cut}", "1")
+        .replace("{bucket}", BUCKET_SQL)
+        .replace("{grains}", &grains_sql());
+    for v in [from, to, from, to] {
+        sql = sql.replacen('?', &v.to_string(), 1);
+    }
+    crate::migrations::render(
+        &format!("INSERT INTO {{db}}.rollups ({COLUMN_LIST}) {sql}"),
+        db,
+    )
+}
+
 /// What one rebuilt day changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayRebuilt {

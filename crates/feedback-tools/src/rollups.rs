@@ -38,6 +38,11 @@ pub struct RebuildArgs {
     /// the newest raw row.
     #[arg(long, env = "FEEDBACK_ROLLUPS_TO", value_parser = parse_end)]
     pub to: Option<u32>,
+    /// Do not connect: print the one `INSERT ... SELECT` that counts the raw rows of
+    /// `--from`..`--to` (both required) into rollups that hold nothing of that range yet,
+    /// for servers reached another way (chDB in the tests).
+    #[arg(long, env = "FEEDBACK_ROLLUPS_PRINT_BACKFILL_SQL")]
+    pub print_backfill_sql: bool,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +131,16 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    if args.print_backfill_sql {
+        let (Some(from), Some(to)) = (args.from, args.to) else {
+            anyhow::bail!("--print-backfill-sql needs --from and --to (it does not connect to read the raw rows' range)");
+        };
+        println!(
+            "{}",
+            feedback_clickhouse::rollups::backfill_sql(&args.common.clickhouse_database, from, to)
+        );
+        return Ok(());
+    }
     let ch: Ch = args.common.clickhouse()?;
     if ch.rebuild_running().await? {
         anyhow::bail!(
