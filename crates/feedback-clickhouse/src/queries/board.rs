@@ -246,11 +246,7 @@ pub async fn breakdown(
 /// The latest `limit` comments of one team (or of every team, `None`), newest first.
 pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<CommentRow>, Error> {
     let q = match team {
-        Some(t) => ch
-            .query(&comments_sql(true))
-            .bind(t)
-            .bind(limit)
-            .bind(t),
+        Some(t) => ch.query(&comments_sql(true)).bind(t).bind(limit).bind(t),
         None => ch.query(&comments_sql(false)).bind(limit),
     };
     ch.fetch_query(q).await
@@ -418,18 +414,32 @@ mod tests {
         let h: Vec<TeamHealthRow> = serde_json::from_value(r["health"].clone()).unwrap();
         assert_eq!(h.len(), 2, "{r}");
         assert_eq!(
-            (h[0].team.as_str(), h[0].orphan_ratings, h[0].ratings_total, h[0].interactions_total),
+            (
+                h[0].team.as_str(),
+                h[0].orphan_ratings,
+                h[0].ratings_total,
+                h[0].interactions_total
+            ),
             ("payments", 1, 6, 1)
         );
         assert_eq!(
-            (h[1].team.as_str(), h[1].ratings_total, h[1].interactions_total),
+            (
+                h[1].team.as_str(),
+                h[1].ratings_total,
+                h[1].interactions_total
+            ),
             ("unowned", 1, 0)
         );
         let all = HealthRow::of(&h, None, 0);
-        assert_eq!((all.orphans, all.unowned_ratings, all.unowned_interactions), (1, 1, 0));
+        assert_eq!(
+            (all.orphans, all.unowned_ratings, all.unowned_interactions),
+            (1, 1, 0)
+        );
         // The newest rating minute is five minutes ago (r1..r4), the interaction's too.
         // (seeded a few seconds before the query's now(): its minute, or the one before)
-        let near = |last: i64, ago: i64| last % 60 == 0 && (h[0].now_s - ago - 70..=h[0].now_s - ago).contains(&last);
+        let near = |last: i64, ago: i64| {
+            last % 60 == 0 && (h[0].now_s - ago - 70..=h[0].now_s - ago).contains(&last)
+        };
         assert!(near(h[0].ratings_last, 300), "{r}");
         assert!(near(h[0].interactions_last, 400), "{r}");
         // CES: prev_1h holds 6 and 4: sum 10, squares 52.
