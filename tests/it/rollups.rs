@@ -40,7 +40,7 @@ async fn rebuild_counts_raw_rows_exactly_while_the_sink_lands() {
     ch.insert("interactions", &interactions).await.unwrap();
     let status = env.run(&["rollups", "status"]);
     assert!(
-        status.contains(&format!("rollups: 0 ratings, 0 interactions"))
+        status.contains("rollups: 0 ratings, 0 interactions")
             && status.contains("run `feedback rollups rebuild`"),
         "{status}"
     );
