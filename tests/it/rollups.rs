@@ -87,3 +87,102 @@ async fn rebuild_counts_raw_rows_exactly_while_the_sink_lands() {
         "{status}"
     );
 }
+
+/// Raw rows expire (whole months on 18.16), rollups keep every day: the totals stay, and a
+/// rebuild keeps the expired days instead of zeroing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
+    let env = Env::new("retention");
+    env.run(&["migrate"]);
+    let ch = env.clickhouse();
+    // 2025-01-15 12:00 UTC: three CSAT answers (5, 4, 1) and one interaction; now: two (5, 2)
+    // and one interaction.
+    let old = 1_736_942_400i64;
+    let now = chrono::Utc::now().timestamp() - 120;
+    let rating = |id: &str, at: i64, score: i32| {
+        format!(
+            "('{id}', toDateTime({at}), {ms}, 'csat', {score}, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 't', 0, 0, 0)",
+            ms = at * 1000
+        )
+    };
+    let values = [
+        rating("o1", old, 5),
+        rating("o2", old + 60, 4),
+        rating("o3", old + 3600, 1),
+        rating("n1", now, 5),
+        rating("n2", now, 2),
+    ];
+    ch.execute(&format!(
+        "INSERT INTO {{db}}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, \
+         attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES {}",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    ch.execute(&format!(
+        "INSERT INTO {{db}}.interactions (interaction_id, occurred_at, occurred_at_ms, service, channel, kind, customer_ref, \
+         attributes, team, attribution, ownership_version, source_topic, source_partition, source_offset, attributed_at_ms) VALUES \
+         ('io', toDateTime({old}), 0, 's', 'web', 'order', 'c', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0), \
+         ('in', toDateTime({now}), 0, 's', 'web', 'order', 'c', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0)"
+    ))
+    .await
+    .unwrap();
+    env.run(&["rollups", "rebuild"]);
+    let totals = || async {
+        let rows = ch.metrics("total").await.unwrap();
+        rows.iter()
+            .map(|r| (r.team.clone(), r.responses, r.positive, r.negative))
+            .collect::<Vec<_>>()
+    };
+    let want = vec![("payments".to_string(), 5, 3, 2)];
+    assert_eq!(totals().await, want);
+
+    let short = env
+        .cmd(&["retention", "--raw-days", "10"])
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("keep at least 15 days"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let dry = env.run(&["retention", "--raw-days", "30", "--dry-run"]);
+    assert!(
+        dry.contains("would drop") && dry.contains("ratings month 202501 (3 rows)"),
+        "{dry}"
+    );
+    assert!(dry.contains("interactions month 202501 (1 rows)"), "{dry}");
+    assert_eq!(
+        feedback_clickhouse::queries::watch::counts(&ch)
+            .await
+            .unwrap(),
+        feedback_clickhouse::queries::watch::Counts {
+            interactions: 2,
+            ratings: 5
+        }
+    );
+
+    let done = env.run(&["retention", "--raw-days", "30"]);
+    assert!(
+        done.contains("removed 4 raw row(s) older than 30 days"),
+        "{done}"
+    );
+    assert_eq!(
+        feedback_clickhouse::queries::watch::counts(&ch)
+            .await
+            .unwrap(),
+        feedback_clickhouse::queries::watch::Counts {
+            interactions: 1,
+            ratings: 2
+        }
+    );
+    // The rollups still count the expired month; a rebuild keeps it.
+    assert_eq!(totals().await, want);
+    let rebuilt = env.run(&["rollups", "rebuild", "--from", "2025-01-01"]);
+    assert!(
+        rebuilt.contains("kept without raw rows (expired or erased): 2025-01-15"),
+        "{rebuilt}"
+    );
+    assert_eq!(totals().await, want);
+}
