@@ -181,14 +181,19 @@ pub async fn wait_rows(ch: &feedback_clickhouse::Ch, want: u64, secs: u64) {
             Ok(r) => r[0].n,
             Err(_) => 0,
         };
-        if have >= want {
+        // Landed means the batches' rollups too (they follow their raw rows).
+        let rolled = ch.rollup_coverage().await.is_ok_and(|c| {
+            c.rolled_ratings == c.raw_ratings as i64
+                && c.rolled_interactions == c.raw_interactions as i64
+        });
+        if have >= want && rolled {
             // Let a would-be duplicate arrive before the check.
             tokio::time::sleep(Duration::from_secs(2)).await;
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "after {secs}s the raw tables hold {have} rows, want {want}"
+            "after {secs}s the raw tables hold {have} rows, want {want} (and rollups counting them all: {rolled})"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

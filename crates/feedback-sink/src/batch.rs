@@ -45,6 +45,10 @@ pub struct Batch {
     pub dead: Vec<Item<DeadLetterRow>>,
     /// Dead letters the sink made itself, to publish on the dead-letter topic too.
     pub publish: Vec<DeadLetterRow>,
+    /// Rows already landed in their raw table (a previous attempt, before a crash) whose
+    /// events the rollups do not count yet: counted with this batch's rollups.
+    pub unrolled_interactions: Vec<InteractionRow>,
+    pub unrolled_ratings: Vec<RatingRow>,
     pub bytes: usize,
     pub newest_event_ms: i64,
     /// First and last offset read, per (topic, partition).
@@ -63,6 +67,8 @@ impl Batch {
         self.ratings.retain(|i| !gone(i.row.kafka()));
         self.dead.retain(|i| !gone(i.row.kafka()));
         self.publish.retain(|d| !gone(d.kafka()));
+        self.unrolled_interactions.retain(|r| !gone(r.kafka()));
+        self.unrolled_ratings.retain(|r| !gone(r.kafka()));
         for k in parts {
             self.span.remove(k);
         }
@@ -138,6 +144,9 @@ pub fn add<M: Message>(batch: &mut Batch, m: &M, lander: &Lander) {
             match row {
                 Row::Interaction(r) => {
                     if already("interactions") {
+                        if offset > landed.rolled {
+                            batch.unrolled_interactions.push(r);
+                        }
                         return;
                     }
                     batch.interactions.push(Item {
@@ -147,6 +156,9 @@ pub fn add<M: Message>(batch: &mut Batch, m: &M, lander: &Lander) {
                 }
                 Row::Rating(r) => {
                     if already("ratings") {
+                        if offset > landed.rolled {
+                            batch.unrolled_ratings.push(r);
+                        }
                         return;
                     }
                     batch.ratings.push(Item {

@@ -455,8 +455,11 @@ impl Lander {
         let publish = std::mem::take(&mut batch.publish);
         self.publish(&publish).await;
         let interactions = std::mem::take(&mut batch.interactions);
+        // What the rollups count: this batch's rows, and rows an earlier attempt landed
+        // (so the batch skipped them) whose rollups did not land.
         let mut rolled_interactions: Vec<InteractionRow> =
             interactions.iter().map(|i| i.row.clone()).collect();
+        rolled_interactions.append(&mut batch.unrolled_interactions);
         let bad = self
             .land("interactions", interactions, id_base, started)
             .await?;
@@ -475,6 +478,7 @@ impl Lander {
         );
         let ratings = std::mem::take(&mut batch.ratings);
         let mut rolled_ratings: Vec<RatingRow> = ratings.iter().map(|i| i.row.clone()).collect();
+        rolled_ratings.append(&mut batch.unrolled_ratings);
         let bad = self.land("ratings", ratings, id_base, started).await?;
         let refused: HashSet<(String, i32, i64)> = bad
             .iter()

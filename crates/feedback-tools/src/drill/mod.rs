@@ -520,7 +520,12 @@ async fn drill(
     loop {
         if let Ok(l) = reconcile::landed(&ch).await {
             last = l;
-            if l.0 >= want.0 && l.1 >= want.1 && l.2 >= want.2 {
+            // Landed means the batch's rollups too (they follow its raw rows).
+            let rolled = ch.rollup_coverage().await.is_ok_and(|c| {
+                c.rolled_ratings == c.raw_ratings as i64
+                    && c.rolled_interactions == c.raw_interactions as i64
+            });
+            if l.0 >= want.0 && l.1 >= want.1 && l.2 >= want.2 && rolled {
                 break;
             }
         }
