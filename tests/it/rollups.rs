@@ -186,3 +186,40 @@ async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
     );
     assert_eq!(totals().await, want);
 }
+
+/// A sink that landed raw rows but was killed before their rollups landed: the next sink
+/// finds the rows landed (and skips them) but counts them in the rollups. Simulated
+/// deterministically: everything landed, then the rollups and the progress mark removed and
+/// the topic read again from the start by a new group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_landed_raw_but_not_rolled_up_are_counted_by_the_next_sink() {
+    let env = Env::new("unrolled");
+    env.prepare();
+    let ch = env.clickhouse();
+    let topic = env.topic("attributed");
+    let events = workload(
+        91,
+        &env.database,
+        3_000,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    produce(&producer(), &topic, &events).await;
+    let mut sink = spawn_sink(&env, &[]);
+    wait_rows(&ch, events.len() as u64, 120).await;
+    kill(&mut sink);
+    ch.execute("TRUNCATE TABLE {db}.rollups").await.unwrap();
+    ch.execute("TRUNCATE TABLE {db}.sink_progress")
+        .await
+        .unwrap();
+    let status = env.run(&["rollups", "status"]);
+    assert!(
+        status.contains("rollups: 0 ratings, 0 interactions"),
+        "{status}"
+    );
+
+    let group = format!("{}.again", env.database);
+    let mut sink = spawn_sink(&env, &["--group", &group]);
+    wait_rows(&ch, events.len() as u64, 120).await;
+    kill(&mut sink);
+    check_end_state(&ch, &events).await;
+}
