@@ -100,7 +100,17 @@ fn values_for(arg: &Arg) -> Vec<String> {
             candidates.extend([(x + 0.25).to_string(), (x / 2.0).to_string()]);
         }
     }
-    candidates.extend(["7", "0.25", "127.0.0.1:7", "30m", "x-from-test"].map(String::from));
+    candidates.extend(
+        [
+            "7",
+            "0.25",
+            "127.0.0.1:7",
+            "30m",
+            "x-from-test",
+            "2026-03-01",
+        ]
+        .map(String::from),
+    );
     candidates.retain(|c| !default.contains(c));
     candidates.dedup();
     let valid: Vec<String> = candidates

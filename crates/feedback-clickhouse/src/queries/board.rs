@@ -38,13 +38,22 @@ pub struct WindowRow {
     pub value: f64,
 }
 
-pub const TREND_SQL: &str = "SELECT team, metric, toUInt32(bucket) AS ts, responses, value \
-     FROM {db}.team_metrics WHERE grain = ? AND bucket >= toStartOfMinute(now()) - ? \
-     ORDER BY team, metric, ts";
+/// The trend: `team_metrics`' rows of one grain since `?` seconds ago, read from the rollups
+/// directly (the view's other branches, `last_1h` and `total`, are not needed here).
+pub const TREND_SQL: &str = "SELECT team, metric, toUInt32(bucket) AS ts, responses, {metric_value} AS value FROM ( \
+        SELECT team, metric, bucket, toUInt64(sum(responses)) AS responses, toUInt64(sum(positive)) AS positive, \
+               toUInt64(sum(negative)) AS negative, sum(score_sum) AS score_sum \
+        FROM {db}.rollups WHERE grain = ? AND bucket >= toStartOfMinute(now()) - ? AND dimension = '' AND metric != '' \
+        GROUP BY team, metric, bucket \
+     ) WHERE responses > 0 ORDER BY team, metric, ts";
 
-pub const TREND_TEAM_SQL: &str = "SELECT team, metric, toUInt32(bucket) AS ts, responses, value \
-     FROM {db}.team_metrics WHERE grain = ? AND bucket >= toStartOfMinute(now()) - ? AND team = ? \
-     ORDER BY team, metric, ts";
+pub const TREND_TEAM_SQL: &str = "SELECT team, metric, toUInt32(bucket) AS ts, responses, {metric_value} AS value FROM ( \
+        SELECT team, metric, bucket, toUInt64(sum(responses)) AS responses, toUInt64(sum(positive)) AS positive, \
+               toUInt64(sum(negative)) AS negative, sum(score_sum) AS score_sum \
+        FROM {db}.rollups WHERE grain = ? AND bucket >= toStartOfMinute(now()) - ? AND dimension = '' AND metric != '' \
+          AND team = ? \
+        GROUP BY team, metric, bucket \
+     ) WHERE responses > 0 ORDER BY team, metric, ts";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
 pub struct TrendRow {
@@ -359,6 +368,8 @@ mod tests {
             "breakdown_view": fill("SELECT team, metric, dimension, dim_value, responses, value FROM {db}.team_breakdown \
                 WHERE window = 'last_1h' ORDER BY team, dimension, metric, value ASC, responses DESC, dim_value", &[]),
             "trend": fill(TREND_SQL, &["'minute'", "3600"]),
+            "trend_view": fill("SELECT team, metric, toUInt32(bucket) AS ts, responses, value FROM {db}.team_metrics \
+                WHERE grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 ORDER BY team, metric, ts", &[]),
             "trend_team": fill(TREND_TEAM_SQL, &["'hour'", "86400", "'payments'"]),
             "breakdown": fill(&breakdown_sql(Window::Hour, true), &["'payments'"]),
             "comments": fill(&comments_sql(true), &["'payments'", "20", "'payments'"]),
@@ -399,6 +410,7 @@ mod tests {
         );
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["windows"], r["windows_view"]);
+        assert_eq!(r["trend"], r["trend_view"]);
         assert_eq!(r["breakdown_all"], r["breakdown_view"]);
         let csat: Vec<_> = r["windows_team"]
             .as_array()
