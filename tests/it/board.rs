@@ -456,7 +456,7 @@ async fn board_pages_in_chromium_equal_clickhouse_and_update_live() {
     c.close().await.unwrap();
 }
 
-/// Inserts ratings straight into `ratings` (the materialized views fire as for the sink):
+/// Inserts ratings straight into `ratings` and rebuilds the rollups of the last two weeks:
 /// `(id, team, metric, score, seconds ago, comment)`.
 /// (rating id, team, metric, score, seconds ago, comment)
 type Seed<'a> = (String, &'a str, &'a str, i32, i64, Option<&'a str>);
@@ -481,6 +481,14 @@ async fn insert_ratings(ch: &Ch, rows: &[Seed<'_>]) {
         ))
         .await
         .unwrap();
+    }
+    // The board reads the rollups: count the new rows as `feedback rollups rebuild` does
+    // (the days of the last two weeks; rows counted before are left as they are).
+    let today = (chrono::Utc::now().timestamp() as u32) / 86400 * 86400;
+    for d in 0..15 {
+        ch.rebuild_day(today - d * 86400, "board-test")
+            .await
+            .unwrap();
     }
 }
 

@@ -92,7 +92,7 @@ fn seed(db: &str, now: i64) -> Seeded {
             "NULL".into()
         };
         ratings.push(format!(
-            "('r{i}', toDateTime({at}), {ms}, 'i{i}', '{metric}', {score}, {comment}, 'survey', '{ch}', 'c{i}', {product}, NULL, '{{}}', '{team}', 'interaction', NULL, NULL, 'v1', {orphan}, {kind}, 'src', 0, {i}, {ms}, 'att', 0, {i})",
+            "('r{i}', toDateTime({at}), {ms}, 'i{i}', '{metric}', {score}, {comment}, 'survey', '{ch}', 'c{i}', {product}, NULL, '{{}}', '{team}', 'interaction', NULL, NULL, 'v1', {orphan}, {kind}, 'src', 0, {i}, {ms}, '', -1, -1)",
             ms = at * 1000,
             ch = channels[rng.random_range(0..channels.len())],
             orphan = rng.random_bool(0.1) as u8,
@@ -103,7 +103,7 @@ fn seed(db: &str, now: i64) -> Seeded {
         let (_, lo, hi) = BANDS[rng.random_range(0..BANDS.len())];
         let at = now - 60 * rng.random_range(lo..hi);
         interactions.push(format!(
-            "('i{i}', toDateTime({at}), {ms}, '{svc}', '{ch}', '{kind}', 'c{i}', NULL, NULL, NULL, NULL, '{{}}', '{team}', 'claim', 'x.toml', 0, 'v1', 'src', 0, {i}, {ms}, 'att', 1, {i})",
+            "('i{i}', toDateTime({at}), {ms}, '{svc}', '{ch}', '{kind}', 'c{i}', NULL, NULL, NULL, NULL, '{{}}', '{team}', 'claim', 'x.toml', 0, 'v1', 'src', 0, {i}, {ms}, '', -1, -1)",
             ms = at * 1000,
             svc = ["checkout-api", "shop-web", "legacy-crm"][rng.random_range(0..3)],
             ch = channels[rng.random_range(0..channels.len())],
@@ -233,7 +233,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     let db = env.database.clone();
     let first = env.run(&["migrate"]);
     assert!(
-        first.contains("applied migrations [1, 2, 3, 4, 5, 6]"),
+        first.contains("applied migrations [1, 2, 3, 4, 5, 6, 7]"),
         "{first}"
     );
     let second = env.run(&["migrate"]);
@@ -243,6 +243,16 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     for s in &seeded.statements {
         on_server(s).await;
     }
+    // The views read the rollups: rebuilt from the seeded raw rows (rows landed without
+    // Kafka coordinates, as before migration 3); chDB gets the same recomputation as one
+    // INSERT ... SELECT.
+    let rebuilt = env.run(&["rollups", "rebuild"]);
+    assert!(rebuilt.contains("rebuilt"), "{rebuilt}");
+    let status = env.run(&["rollups", "status"]);
+    assert!(
+        status.contains("the rollups count every raw row"),
+        "{status}"
+    );
     let qs = queries(&db);
     assert_eq!(qs.len(), 8 + 10, "ten examples in docs/data-model.md");
     let mut server = BTreeMap::new();
@@ -254,6 +264,11 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     let plan = migrations::fresh_plan(&db, migrations::parse_version(version.trim()));
     let mut statements = plan;
     statements.extend(seeded.statements.iter().cloned());
+    statements.push(feedback_clickhouse::rollups::backfill_sql(
+        &db,
+        0,
+        4_102_444_800,
+    ));
     let job = serde_json::json!({ "statements": statements, "queries": qs });
     let out: serde_json::Value = serde_json::from_str(&chdb(&["run"], &job.to_string())).unwrap();
     for (name, sql) in &qs {
@@ -269,7 +284,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
             );
         }
     }
-    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n");
+    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n7\n");
 
     // Exact values, computed from the seeded rows.
     let mut want_windows = String::new();
@@ -328,7 +343,18 @@ async fn migrate_upgrades_a_database_at_version_2() {
     }
     on_server(&format!("INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES ('old', now(), 0, 'csat', 5, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 'src', 0, 1, 0)")).await;
     let out = env.run(&["migrate"]);
-    assert!(out.contains("applied migrations [3, 4, 5, 6]"), "{out}");
+    assert!(out.contains("applied migrations [3, 4, 5, 6, 7]"), "{out}");
+    // Raw rows but no rollups yet: `migrate` says what to run.
+    assert!(
+        out.contains("the rollups count 0 of 1 ratings")
+            && out.contains("feedback rollups rebuild"),
+        "{out}"
+    );
+    let rebuilt = env.run(&["rollups", "rebuild"]);
+    assert!(
+        rebuilt.contains("rebuilt 1 day(s) from 1 events"),
+        "{rebuilt}"
+    );
     assert_eq!(
         on_server(&format!(
             "SELECT rating_id, kafka_topic, kafka_partition, kafka_offset FROM {db}.ratings"
@@ -336,7 +362,7 @@ async fn migrate_upgrades_a_database_at_version_2() {
         .await,
         "old\t\t-1\t-1\n"
     );
-    // Migration 5 turned the aggregates into views: rows landed before it still count.
+    // The views read the rollups, rebuilt from the rows landed before the upgrade.
     assert_eq!(
         on_server(&format!(
             "SELECT team, metric, responses, score_sum, positive, negative FROM {db}.team_minute"

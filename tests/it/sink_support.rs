@@ -506,6 +506,19 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
     assert_eq!(tdm, want.team_dim_minute, "team_dim_minute vs generated");
     assert_eq!(tdm, raw.team_dim_minute, "team_dim_minute vs raw");
 
+    // Every rollup row (hour and day grains, squares, orphans too) equals its recomputation
+    // from the raw rows, themselves equal to the generated events above.
+    let (keys, diffs) = feedback_clickhouse::rollups::compare_with_raw(ch)
+        .await
+        .unwrap();
+    assert!(keys > 0, "the rollups are empty");
+    assert_eq!(
+        diffs.iter().take(5).collect::<Vec<_>>(),
+        Vec::<&feedback_clickhouse::rollups::Difference>::new(),
+        "{} of {keys} rollup keys differ from the raw rows' recomputation",
+        diffs.len()
+    );
+
     // Views: totals, the last-24h window (every event is within it) and the breakdown.
     let want_metrics = metric_map(&want.team_minute);
     let to_map = |rows: Vec<Mv>| -> MetricMap {

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 
 use self::access::{Access, CommentAccess};
 use self::alerts::{Decision, Episodes, Rule, Sample, Target};
-use self::queries::{Queries, WindowRow};
+use self::queries::{BreakdownRow, CommentRow, Queries, TrendRow, WindowRow};
 use feedback_clickhouse::Window;
 use feedback_events::Metric;
 use feedback_runtime::Common;
@@ -140,6 +140,18 @@ struct AppState {
     comments: u64,
     /// Snapshots computed in the last `refresh`: many viewers of one page cost one query set.
     cache: Mutex<HashMap<String, (Instant, Arc<Value>)>>,
+    /// The whole board's numbers per window, read at most once per `refresh` (one query
+    /// set for every page open, whatever the number of teams watched).
+    data: tokio::sync::Mutex<HashMap<Window, (Instant, Arc<BoardData>)>>,
+}
+
+/// Everything every page shows for one window, for every team: read in one query set.
+struct BoardData {
+    windows: Vec<WindowRow>,
+    trend: Vec<TrendRow>,
+    breakdown: Vec<BreakdownRow>,
+    health: Vec<queries::TeamHealthRow>,
+    comments: Vec<CommentRow>,
 }
 
 #[derive(Deserialize, Default)]
@@ -242,17 +254,38 @@ impl AppState {
         Ok(v)
     }
 
+    /// The board's numbers for `window`, read again when older than `refresh`; concurrent
+    /// callers wait for the one read in flight instead of starting their own.
+    async fn data(&self, window: Window) -> anyhow::Result<Arc<BoardData>> {
+        let mut data = self.data.lock().await;
+        if let Some((at, d)) = data.get(&window) {
+            if at.elapsed() < self.refresh {
+                return Ok(d.clone());
+            }
+        }
+        let d = Arc::new(BoardData {
+            windows: self.q.windows(window, None).await?,
+            trend: self.q.trend(window, None).await?,
+            breakdown: self.q.breakdown(None, window).await?,
+            health: self.q.health().await?,
+            comments: self.q.comments(None, self.comments).await?,
+        });
+        data.insert(window, (Instant::now(), d.clone()));
+        Ok(d)
+    }
+
     async fn index_snapshot(&self, window: Window) -> anyhow::Result<Arc<Value>> {
         self.cached(format!("index/{window}"), || async move {
-            let rows = self.q.windows(window, None).await?;
-            let trend = self.q.trend(window, None).await?;
-            let health = self.q.health(None).await?;
+            let d = self.data(window).await?;
+            let rows = &d.windows;
+            let trend = &d.trend;
+            let health = queries::HealthRow::of(&d.health, None, feedback_runtime::now_ms() / 1000);
             let mut names: Vec<(String, String)> = self
                 .teams
                 .iter()
                 .map(|t| (t.team.clone(), t.name.clone()))
                 .collect();
-            for r in &rows {
+            for r in rows {
                 if !names.iter().any(|(t, _)| t == &r.team) {
                     names.push((r.team.clone(), r.team.clone()));
                 }
@@ -294,34 +327,37 @@ impl AppState {
     ) -> anyhow::Result<Arc<Value>> {
         let key = format!("team/{}/{window}/{}", team.team, access.allowed());
         self.cached(key, || async move {
-            let rows = self.q.windows(window, Some(&team.team)).await?;
-            let trend = self.q.trend(window, Some(&team.team)).await?;
-            let breakdown = self.q.breakdown(&team.team, window).await?;
-            let health = self.q.health(Some(&team.team)).await?;
-            let comments = if access.allowed() {
-                self.q.comments(&team.team, self.comments).await?
+            let d = self.data(window).await?;
+            let mine = |t: &String| *t == team.team;
+            let rows: Vec<&WindowRow> = d.windows.iter().filter(|r| mine(&r.team)).collect();
+            let health = queries::HealthRow::of(
+                &d.health,
+                Some(&team.team),
+                feedback_runtime::now_ms() / 1000,
+            );
+            let comments: Vec<&CommentRow> = if access.allowed() {
+                d.comments.iter().filter(|r| mine(&r.team)).collect()
             } else {
                 Vec::new()
             };
             let mut t: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-            for r in &trend {
+            for r in d.trend.iter().filter(|r| mine(&r.team)) {
                 t.entry(r.metric.as_str())
                     .or_default()
                     .push(json!([r.ts, r.value, r.responses]));
             }
             let mut b: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-            for r in &breakdown {
+            for r in d.breakdown.iter().filter(|r| mine(&r.team)) {
                 b.entry(r.dimension.as_str()).or_default().push(json!({
                     "metric": r.metric, "value": r.dim_value,
                     "score": r.value, "responses": r.responses,
                 }));
             }
-            let mine: Vec<&WindowRow> = rows.iter().collect();
             Ok(json!({
                 "team": team.team, "name": team.name, "contact": team.contact,
                 "window": window.name(), "grain": window.trend_grain(), "span_secs": window.secs(),
                 "generated_at_ms": feedback_runtime::now_ms(),
-                "metrics": metrics_json(&mine, window),
+                "metrics": metrics_json(&rows, window),
                 "trend": t,
                 "breakdown": b,
                 "comments": { "access": "open", "items": comments },
@@ -420,8 +456,11 @@ async fn api_comments(
             })),
         )
             .into_response(),
-        _ => match s.q.comments(&team, s.comments).await {
-            Ok(items) => Json(json!({ "team": team, "access": access, "items": items })).into_response(),
+        _ => match s.data(Window::Hour).await {
+            Ok(d) => {
+                let items: Vec<&CommentRow> = d.comments.iter().filter(|c| c.team == team).collect();
+                Json(json!({ "team": team, "access": access, "items": items })).into_response()
+            }
             Err(e) => server_error(e),
         },
     }
@@ -820,6 +859,7 @@ pub async fn run(
         refresh: Duration::from_millis(args.refresh_ms.max(100)),
         comments: args.comments.clamp(1, 500),
         cache: Mutex::new(HashMap::new()),
+        data: tokio::sync::Mutex::new(HashMap::new()),
     });
 
     if args.alert_interval_ms > 0 {

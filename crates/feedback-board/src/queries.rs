@@ -9,7 +9,7 @@ use feedback_clickhouse::{Ch, Window};
 use prometheus::Histogram;
 
 pub use feedback_clickhouse::queries::board::{
-    BreakdownRow, CommentRow, HealthRow, SquaresRow, TrendRow, WindowRow,
+    BreakdownRow, CommentRow, HealthRow, SquaresRow, TeamHealthRow, TrendRow, WindowRow,
 };
 
 /// Runs queries against one database and times them.
@@ -46,18 +46,24 @@ impl Queries {
         self.timed(board::trend(&self.ch, window, team)).await
     }
 
-    pub async fn breakdown(&self, team: &str, window: Window) -> anyhow::Result<Vec<BreakdownRow>> {
+    pub async fn breakdown(
+        &self,
+        team: Option<&str>,
+        window: Window,
+    ) -> anyhow::Result<Vec<BreakdownRow>> {
         self.timed(board::breakdown(&self.ch, team, window)).await
     }
 
-    pub async fn comments(&self, team: &str, limit: u64) -> anyhow::Result<Vec<CommentRow>> {
+    pub async fn comments(
+        &self,
+        team: Option<&str>,
+        limit: u64,
+    ) -> anyhow::Result<Vec<CommentRow>> {
         self.timed(board::comments(&self.ch, team, limit)).await
     }
 
-    pub async fn health(&self, team: Option<&str>) -> anyhow::Result<HealthRow> {
-        self.timed(board::health(&self.ch, team))
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("ClickHouse returned no row for the health query"))
+    pub async fn health(&self) -> anyhow::Result<Vec<TeamHealthRow>> {
+        self.timed(board::health(&self.ch)).await
     }
 
     pub async fn ces_squares(&self, window: Window) -> anyhow::Result<Vec<SquaresRow>> {

@@ -367,6 +367,10 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 7,
         name: "rollups: exact stored aggregates (minute, hour, day; breakdowns; interactions; sink marks) read by every metric view",
+        // One partition only: ClickHouse writes one part per partition an INSERT touches and
+        // makes them visible one after the other, so a partitioned table would let a reader
+        // (or a crash) see a batch's deltas without its mark. Range reads are pruned by the
+        // ordering key (grain, bucket, ...) instead.
         // The views keep their names and columns; they read `rollups` instead of the raw
         // (the `last_1h` and `total` branches read it through a subquery: their constant
         // `grain` and `bucket` must not be confused with the table's columns when a filter
@@ -393,7 +397,7 @@ pub const MIGRATIONS: &[Migration] = &[
                 interactions Int64,
                 mark Int64
             ) ENGINE = SummingMergeTree((responses, score_sum, score_sq_sum, positive, negative, orphans, interactions, mark))
-            PARTITION BY (grain, toYYYYMM(bucket)) ORDER BY (grain, bucket, team, metric, dimension, dim_value, channel, kind)",
+            ORDER BY (grain, bucket, team, metric, dimension, dim_value, channel, kind)",
             "INSERT INTO {db}.rollups (grain, bucket, team, metric, dimension, dim_value, channel, kind,
                 responses, score_sum, score_sq_sum, positive, negative, orphans, interactions, mark)
              SELECT 'mark', toDateTime(0), topic, '', '', toString(partition), '', '', 0, 0, 0, 0, 0, 0, 0, max(offset) + 1
@@ -415,6 +419,10 @@ pub const MIGRATIONS: &[Migration] = &[
              SELECT team, bucket AS minute, channel, kind, toUInt64(sum(interactions)) AS interactions
              FROM {db}.rollups WHERE grain = 'minute' AND metric = ''
              GROUP BY team, minute, channel, kind HAVING interactions > 0",
+            "CREATE VIEW IF NOT EXISTS {db}.team_interactions AS
+             SELECT team, grain, bucket, channel, kind, toUInt64(sum(interactions)) AS interactions
+             FROM {db}.rollups WHERE grain IN ('minute', 'hour', 'day') AND metric = ''
+             GROUP BY team, grain, bucket, channel, kind HAVING interactions > 0",
             "CREATE VIEW IF NOT EXISTS {db}.team_dim_minute AS
              SELECT team, metric, dimension, dim_value, bucket AS minute, toUInt64(sum(responses)) AS responses,
                     sum(score_sum) AS score_sum, toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative

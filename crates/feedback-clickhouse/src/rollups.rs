@@ -10,8 +10,10 @@
 //! attributed-topic partition, a mark row whose `mark` is the number of offsets the batch
 //! rolled up (`last - previous mark`). The marks of a partition telescope: their sum − 1 is
 //! the last offset whose event is counted. Deltas and mark arrive in the same INSERT, so
-//! they are visible together or not at all (an INSERT below `max_insert_block_size` is one
-//! part; the sink raises that bound for this INSERT). After an INSERT whose outcome is
+//! they are visible together or not at all: the table has a single partition, so an INSERT
+//! below `max_insert_block_size` (raised by the sink above the row count) is one part, and a
+//! part appears atomically (a partitioned table would get one part per partition touched,
+//! each visible on its own). After an INSERT whose outcome is
 //! unknown the sink reads the marks again and rolls up only what lies above them.
 //!
 //! `feedback rollups rebuild` recomputes a day from the raw rows: one SELECT reads the marks
@@ -406,6 +408,29 @@ fn cut_sql(marks: &HashMap<(String, i32), i64>) -> String {
     )
 }
 
+/// The columns of [`RollupRow`], in order.
+pub const COLUMN_LIST: &str =
+    "grain, bucket, team, metric, dimension, dim_value, channel, kind, responses, \
+     score_sum, score_sq_sum, positive, negative, orphans, interactions, mark";
+
+/// An `INSERT ... SELECT` counting every raw row with `occurred_at` in `[from, to)` into the
+/// rollups, for a database whose rollups hold nothing of that range yet (a fresh copy, a
+/// server reached without this client such as chDB). `feedback rollups rebuild` is the
+/// general, repeatable form.
+pub fn backfill_sql(db: &str, from: u32, to: u32) -> String {
+    let mut sql = RECOMPUTE_SQL
+        .replace("{cut}", "1")
+        .replace("{bucket}", BUCKET_SQL)
+        .replace("{grains}", &grains_sql());
+    for v in [from, to, from, to] {
+        sql = sql.replacen('?', &v.to_string(), 1);
+    }
+    crate::migrations::render(
+        &format!("INSERT INTO {{db}}.rollups ({COLUMN_LIST}) {sql}"),
+        db,
+    )
+}
+
 /// What one rebuilt day changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayRebuilt {
@@ -552,6 +577,49 @@ impl Ch {
             events,
         })
     }
+}
+
+/// One rollup key where the stored sums differ from the recomputation from the raw rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The stored sums (`None`: no row).
+    pub stored: Option<RollupRow>,
+    /// The recomputed sums (`None`: no row).
+    pub recomputed: Option<RollupRow>,
+}
+
+/// Every rollup row (every grain, dimension and the interactions; marks left out) compared
+/// with its recomputation from all raw rows. Meant for a quiet pipeline (tests, the drill):
+/// rows landing meanwhile show up as differences.
+pub async fn compare_with_raw(ch: &Ch) -> Result<(usize, Vec<Difference>), Error> {
+    let stored: Vec<RollupRow> = ch
+        .fetch_query(ch.query(SNAPSHOT_SQL).bind(0u32).bind(u32::MAX))
+        .await?;
+    let stored = Rollup::from_rows(stored.into_iter().filter(|r| r.grain != MARK).collect());
+    let sql = RECOMPUTE_SQL
+        .replace("{cut}", "1")
+        .replace("{bucket}", BUCKET_SQL)
+        .replace("{grains}", &grains_sql());
+    let fresh: Vec<RollupRow> = ch
+        .fetch_query(
+            ch.query(&sql)
+                .bind(0u32)
+                .bind(u32::MAX)
+                .bind(0u32)
+                .bind(u32::MAX),
+        )
+        .await?;
+    let fresh = Rollup::from_rows(fresh);
+    let diff = fresh.minus(&stored);
+    let out = diff
+        .rows
+        .keys()
+        .map(|k| Difference {
+            stored: stored.rows.get(k).map(|s| to_row(k, s)),
+            recomputed: fresh.rows.get(k).map(|s| to_row(k, s)),
+        })
+        .collect();
+    Ok((fresh.rows.len(), out))
 }
 
 /// The condition "row `(grain, bucket)` counts in window tuple `w`" (`w = (name, from, to)`,

@@ -38,7 +38,30 @@ pub struct RebuildArgs {
     /// the newest raw row.
     #[arg(long, env = "FEEDBACK_ROLLUPS_TO", value_parser = parse_end)]
     pub to: Option<u32>,
+    /// Do not connect: print the one `INSERT ... SELECT` that counts the raw rows of
+    /// `--from`..`--to` (both required) into rollups that hold nothing of that range yet,
+    /// for servers reached another way (chDB in the tests).
+    #[arg(long, env = "FEEDBACK_ROLLUPS_PRINT_BACKFILL_SQL")]
+    pub print_backfill_sql: bool,
 }
+
+/// Options of `feedback retention`.
+#[derive(clap::Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Keep raw rows (interactions, ratings) this many days; the rollups keep everything.
+    /// At least 15: the board's comments read the last 7 days and join interactions up to 7
+    /// days older.
+    #[arg(long, env = "FEEDBACK_RETENTION_RAW_DAYS")]
+    pub raw_days: u32,
+    /// Print what would be dropped, change nothing.
+    #[arg(long, env = "FEEDBACK_RETENTION_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+/// The fewest days of raw rows `retention` keeps (see `RetentionArgs::raw_days`).
+pub const MIN_RAW_DAYS: u32 = 15;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -80,6 +103,96 @@ fn parse_day(s: &str) -> Result<u32, String> {
 fn parse_end(s: &str) -> Result<u32, String> {
     let t = to_u32(parse_time(s)?, s)?;
     Ok(t.div_ceil(DAY) * DAY)
+}
+
+/// The start of the month after `yyyymm` (UTC seconds), `None` if it is not a month.
+fn month_end(yyyymm: &str) -> Option<i64> {
+    let n: i32 = yyyymm.parse().ok()?;
+    let (y, m) = (n / 100, (n % 100) as u32);
+    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    Some(
+        NaiveDate::from_ymd_opt(y, m, 1)?
+            .and_hms_opt(0, 0, 0)?
+            .and_utc()
+            .timestamp(),
+    )
+}
+
+/// Drops the raw months wholly older than the horizon (a day of margin for the server's time
+/// zone, which `toYYYYMM` uses) and, where the server has TTL, sets it.
+pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    use feedback_clickhouse::queries::retention as q;
+    if args.raw_days < MIN_RAW_DAYS {
+        anyhow::bail!(
+            "--raw-days {} is too short: keep at least {MIN_RAW_DAYS} days of raw rows (the board's \
+             comments read the last 7 days and their interactions up to 7 days before)",
+            args.raw_days
+        );
+    }
+    let ch = args.common.clickhouse()?;
+    let server = feedback_clickhouse::migrations::parse_version(&ch.server_version().await?);
+    let horizon = Utc::now().timestamp() - i64::from(args.raw_days) * i64::from(DAY);
+    let parts = q::raw_partitions(&ch).await.context(
+        "cannot list the raw tables' partitions; is ClickHouse up and the schema migrated (`feedback migrate`)?",
+    )?;
+    let mut dropped = 0u64;
+    for p in &parts {
+        let Some(end) = month_end(&p.partition) else {
+            continue;
+        };
+        if end + i64::from(DAY) > horizon {
+            continue;
+        }
+        println!(
+            "{} {}.{} month {} ({} rows)",
+            if args.dry_run {
+                "would drop"
+            } else {
+                "dropping"
+            },
+            ch.database(),
+            p.table,
+            p.partition,
+            p.rows
+        );
+        if !args.dry_run {
+            q::drop_month(&ch, &p.table, &p.partition)
+                .await
+                .with_context(|| format!("dropping {} month {}", p.table, p.partition))?;
+        }
+        dropped += p.rows;
+    }
+    if server >= (19, 6) {
+        for t in q::RAW_TABLES {
+            if args.dry_run {
+                println!(
+                    "would set TTL occurred_at + INTERVAL {} DAY on {t}",
+                    args.raw_days
+                );
+            } else {
+                q::set_ttl(&ch, t, args.raw_days).await?;
+                println!(
+                    "TTL occurred_at + INTERVAL {} DAY set on {t}",
+                    args.raw_days
+                );
+            }
+        }
+    } else {
+        println!(
+            "ClickHouse {}.{} has no TTL: run `feedback retention` daily (whole months are dropped)",
+            server.0, server.1
+        );
+    }
+    println!(
+        "{} {dropped} raw row(s) older than {} days; the rollups keep every day",
+        if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        args.raw_days
+    );
+    Ok(())
 }
 
 fn day_name(secs: u32) -> String {
@@ -126,6 +239,16 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
+    if args.print_backfill_sql {
+        let (Some(from), Some(to)) = (args.from, args.to) else {
+            anyhow::bail!("--print-backfill-sql needs --from and --to (it does not connect to read the raw rows' range)");
+        };
+        println!(
+            "{}",
+            feedback_clickhouse::rollups::backfill_sql(&args.common.clickhouse_database, from, to)
+        );
+        return Ok(());
+    }
     let ch: Ch = args.common.clickhouse()?;
     if ch.rebuild_running().await? {
         anyhow::bail!(
@@ -217,5 +340,8 @@ mod tests {
         assert_eq!(parse_end("2026-03-01T10:00:00+00:00"), Ok(1_772_409_600));
         assert!(parse_day("yesterday").unwrap_err().contains("RFC 3339"));
         assert!(parse_day("1960-01-01").unwrap_err().contains("1970"));
+        assert_eq!(month_end("202512"), Some(1_767_225_600)); // 2026-01-01
+        assert_eq!(month_end("202602"), Some(1_772_323_200)); // 2026-03-01
+        assert_eq!(month_end("all"), None);
     }
 }

@@ -68,6 +68,9 @@ enum Command {
     /// Rollups (the stored aggregates every page, panel and view reads): `rebuild` them
     /// from the raw rows, or compare them with the raw rows (`status`).
     Rollups(rollups::Args),
+    /// Let raw rows expire after N days (whole months dropped; TTL where the server has it)
+    /// while the rollups keep every day.
+    Retention(rollups::RetentionArgs),
     /// Benchmarks: every stage beside the raw limits of Kafka and ClickHouse, in one run.
     Bench(bench::Args),
     /// Ownership files: `feedback ownership check`.
@@ -213,6 +216,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Erase(a) => return erase::run(a).await,
         Command::Rollups(a) => rollups::run(a).await?,
+        Command::Retention(a) => rollups::retention(a).await?,
         Command::Bench(a) => bench::run(a).await?,
         Command::Ownership {
             command:

@@ -45,12 +45,18 @@ pub struct TrendRow {
 }
 
 /// Worst first: every metric is "higher is better", so ascending value; ties by count.
-pub const BREAKDOWN_SQL: &str = "SELECT metric, dimension, dim_value, responses, value \
+pub const BREAKDOWN_SQL: &str = "SELECT team, metric, dimension, dim_value, responses, value \
      FROM {db}.team_breakdown WHERE team = ? AND window = ? \
      ORDER BY dimension, metric, value ASC, responses DESC, dim_value";
 
+/// [`BREAKDOWN_SQL`] for every team at once (the board's one query set per refresh).
+pub const BREAKDOWN_ALL_SQL: &str = "SELECT team, metric, dimension, dim_value, responses, value \
+     FROM {db}.team_breakdown WHERE window = ? \
+     ORDER BY team, dimension, metric, value ASC, responses DESC, dim_value";
+
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
 pub struct BreakdownRow {
+    pub team: String,
     pub metric: Metric,
     pub dimension: String,
     pub dim_value: String,
@@ -58,29 +64,47 @@ pub struct BreakdownRow {
     pub value: f64,
 }
 
-/// The latest comments of a team, each with its interaction's context (empty strings when the
-/// interaction is not known: an orphan or a rating without interaction).
-pub const COMMENTS_SQL: &str = "SELECT rating_id, occurred_at_ms, metric, score, comment, channel, service, orphan, \
+/// How far back the latest comments are looked for: a bounded slice of the raw rows
+/// (the ordering key `(team, metric, occurred_at, ...)` prunes the rest), whatever the
+/// history. A team without comments in that span shows none.
+pub const COMMENTS_RECENT_SECS: u32 = 7 * 86400;
+
+/// How far before a comment its interaction is looked for (the attributor's default join
+/// horizon is 7 days).
+pub const COMMENT_INTERACTION_HORIZON_SECS: u32 = 7 * 86400;
+
+/// The latest `?` comments of every team (of the last `?` seconds), each with its
+/// interaction's context (empty strings when the interaction is not known: an orphan or a
+/// rating without interaction). `{team}` is `1` or `team = ?`.
+pub const COMMENTS_SQL: &str = "SELECT team, rating_id, occurred_at_ms, metric, score, comment, channel, service, orphan, \
             interaction_id, i_kind, i_channel, i_service, i_product \
      FROM ( \
-        SELECT rating_id, occurred_at_ms, metric, toInt32(score) AS score, ifNull(comment, '') AS comment, \
+        SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, ifNull(comment, '') AS comment, \
                channel, service, orphan, ifNull(interaction_id, '') AS interaction_id \
         FROM {db}.ratings \
-        WHERE team = ? AND comment IS NOT NULL AND comment != '' \
-        ORDER BY occurred_at_ms DESC, rating_id LIMIT ? \
+        WHERE occurred_at >= now() - {recent} AND {team} AND comment IS NOT NULL AND comment != '' \
+        ORDER BY team, occurred_at_ms DESC, rating_id LIMIT ? BY team \
      ) AS r ANY LEFT JOIN ( \
         SELECT interaction_id, kind AS i_kind, channel AS i_channel, service AS i_service, \
                ifNull(product, '') AS i_product \
         FROM {db}.interactions \
-        WHERE interaction_id IN ( \
+        WHERE occurred_at >= now() - {recent} - {horizon} AND interaction_id IN ( \
             SELECT ifNull(interaction_id, '') FROM {db}.ratings \
-            WHERE team = ? AND comment IS NOT NULL AND comment != '' \
+            WHERE occurred_at >= now() - {recent} AND {team} AND comment IS NOT NULL AND comment != '' \
         ) \
      ) AS i USING interaction_id \
-     ORDER BY occurred_at_ms DESC, rating_id";
+     ORDER BY team, occurred_at_ms DESC, rating_id";
+
+fn comments_sql(one_team: bool) -> String {
+    COMMENTS_SQL
+        .replace("{recent}", &COMMENTS_RECENT_SECS.to_string())
+        .replace("{horizon}", &COMMENT_INTERACTION_HORIZON_SECS.to_string())
+        .replace("{team}", if one_team { "team = ?" } else { "1" })
+}
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
 pub struct CommentRow {
+    pub team: String,
     pub rating_id: String,
     pub occurred_at_ms: i64,
     pub metric: Metric,
@@ -96,16 +120,32 @@ pub struct CommentRow {
     pub i_product: String,
 }
 
-/// Data health: newest landed event (seconds; 0 when none), orphan ratings, unowned events.
-/// `{filter}` is `team = ?` for one team or `1` for all.
-pub const HEALTH_SQL: &str = "SELECT toInt64(now()) AS now_s, \
-        (SELECT toInt64(max(inserted_at)) FROM {db}.ratings WHERE {filter}) AS ratings_last, \
-        (SELECT toInt64(max(inserted_at)) FROM {db}.interactions WHERE {filter}) AS interactions_last, \
-        (SELECT count() FROM {db}.ratings WHERE {filter} AND orphan = 1) AS orphans, \
-        (SELECT count() FROM {db}.ratings WHERE team = 'unowned') AS unowned_ratings, \
-        (SELECT count() FROM {db}.interactions WHERE team = 'unowned') AS unowned_interactions";
+/// Data health per team, from the rollups: the newest minute with a landed rating and
+/// interaction (event time, seconds; the day's start when nothing landed in the last two
+/// days; 0 when none), orphan ratings and every event counted (history: the day grain).
+pub const HEALTH_SQL: &str = "SELECT team, toInt64(now()) AS now_s, \
+        toInt64(maxIf(bucket, metric != '' AND responses != 0)) AS ratings_last, \
+        toInt64(maxIf(bucket, metric = '' AND interactions != 0)) AS interactions_last, \
+        toUInt64(sumIf(orphans, grain = 'day' AND dimension = '' AND metric != '')) AS orphan_ratings, \
+        toUInt64(sumIf(responses, grain = 'day' AND dimension = '' AND metric != '')) AS ratings_total, \
+        toUInt64(sumIf(interactions, grain = 'day' AND metric = '')) AS interactions_total \
+     FROM {db}.rollups \
+     WHERE (grain = 'day' OR (grain = 'minute' AND bucket >= toStartOfMinute(now()) - 172800)) AND dimension = '' \
+     GROUP BY team ORDER BY team";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct TeamHealthRow {
+    pub team: String,
+    pub now_s: i64,
+    pub ratings_last: i64,
+    pub interactions_last: i64,
+    pub orphan_ratings: u64,
+    pub ratings_total: u64,
+    pub interactions_total: u64,
+}
+
+/// Data health of one team or of all (what the pages show).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HealthRow {
     pub now_s: i64,
     pub ratings_last: i64,
@@ -115,17 +155,38 @@ pub struct HealthRow {
     pub unowned_interactions: u64,
 }
 
-/// CES sums of squares per team and window (the Welch test needs variances; the views hold
-/// no sum of squares). Same window bounds as the views (`{windows}`, [`crate::migrations::windows_sql`]).
+/// The team that holds events no claim matched.
+pub const UNOWNED: &str = "unowned";
+
+impl HealthRow {
+    /// The health of `team` (`None`: of all teams) from the per-team rows; `now_s` is the
+    /// server's clock when `rows` is empty.
+    pub fn of(rows: &[TeamHealthRow], team: Option<&str>, now_s: i64) -> HealthRow {
+        let mine = rows.iter().filter(|r| team.is_none_or(|t| r.team == t));
+        let unowned = rows.iter().find(|r| r.team == UNOWNED);
+        let mut h = HealthRow {
+            now_s: rows.first().map_or(now_s, |r| r.now_s),
+            unowned_ratings: unowned.map_or(0, |r| r.ratings_total),
+            unowned_interactions: unowned.map_or(0, |r| r.interactions_total),
+            ..HealthRow::default()
+        };
+        for r in mine {
+            h.ratings_last = h.ratings_last.max(r.ratings_last);
+            h.interactions_last = h.interactions_last.max(r.interactions_last);
+            h.orphans += r.orphan_ratings;
+        }
+        h
+    }
+}
+
+/// CES sums of squares per team and window (the Welch test needs variances), from the
+/// rollups, with the views' window bounds (`{windows}`, `{in_window}`).
 pub const CES_SQUARES_SQL: &str =
-    "SELECT team, tupleElement(w, 1) AS window, count() AS responses, \
-        sum(toInt64(score)) AS score_sum, sum(toInt64(score) * toInt64(score)) AS score_sq_sum \
-     FROM {db}.ratings ARRAY JOIN {windows} AS w \
-     WHERE metric = 'ces' AND occurred_at >= toStartOfMinute(now()) - 14 * 86400 \
-       AND toStartOfMinute(occurred_at) >= tupleElement(w, 2) \
-       AND toStartOfMinute(occurred_at) < tupleElement(w, 3) \
-       AND tupleElement(w, 1) IN (?, ?) \
-     GROUP BY team, window ORDER BY team, window";
+    "SELECT team, tupleElement(w, 1) AS window, toUInt64(sumIf(responses, {in_window})) AS responses, \
+        sumIf(score_sum, {in_window}) AS score_sum, sumIf(score_sq_sum, {in_window}) AS score_sq_sum \
+     FROM {db}.rollups ARRAY JOIN {windows} AS w \
+     WHERE {window_rows} AND metric = 'ces' AND dimension = '' AND tupleElement(w, 1) IN (?, ?) \
+     GROUP BY team, window HAVING responses > 0 ORDER BY team, window";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 pub struct SquaresRow {
@@ -168,31 +229,32 @@ pub async fn trend(ch: &Ch, window: Window, team: Option<&str>) -> Result<Vec<Tr
     ch.fetch_query(q).await
 }
 
-/// One team's metrics per dimension value in `window`'s current window, worst first.
-pub async fn breakdown(ch: &Ch, team: &str, window: Window) -> Result<Vec<BreakdownRow>, Error> {
-    let q = ch.query(BREAKDOWN_SQL).bind(team).bind(window.current());
-    ch.fetch_query(q).await
-}
-
-/// One team's latest `limit` comments, newest first.
-pub async fn comments(ch: &Ch, team: &str, limit: u64) -> Result<Vec<CommentRow>, Error> {
-    let q = ch.query(COMMENTS_SQL).bind(team).bind(limit).bind(team);
-    ch.fetch_query(q).await
-}
-
-/// Data health of one team or of all (`None` only if the server returned no row, which a
-/// SELECT without FROM never does).
-pub async fn health(ch: &Ch, team: Option<&str>) -> Result<Option<HealthRow>, Error> {
+/// One team's metrics (or every team's, `None`) per dimension value in `window`'s current
+/// window, worst first.
+pub async fn breakdown(
+    ch: &Ch,
+    team: Option<&str>,
+    window: Window,
+) -> Result<Vec<BreakdownRow>, Error> {
     let q = match team {
-        None => ch.query(&HEALTH_SQL.replace("{filter}", "1")),
-        Some(t) => ch
-            .query(&HEALTH_SQL.replace("{filter}", "team = ?"))
-            .bind(t)
-            .bind(t)
-            .bind(t),
+        Some(t) => ch.query(BREAKDOWN_SQL).bind(t).bind(window.current()),
+        None => ch.query(BREAKDOWN_ALL_SQL).bind(window.current()),
     };
-    let rows: Vec<HealthRow> = ch.fetch_query(q).await?;
-    Ok(rows.into_iter().next())
+    ch.fetch_query(q).await
+}
+
+/// The latest `limit` comments of one team (or of every team, `None`), newest first.
+pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<CommentRow>, Error> {
+    let q = match team {
+        Some(t) => ch.query(&comments_sql(true)).bind(t).bind(limit).bind(t),
+        None => ch.query(&comments_sql(false)).bind(limit),
+    };
+    ch.fetch_query(q).await
+}
+
+/// Data health of every team that has events.
+pub async fn health(ch: &Ch) -> Result<Vec<TeamHealthRow>, Error> {
+    ch.fetch(HEALTH_SQL).await
 }
 
 /// CES sums of squares of every team in `window`'s current and previous windows.
@@ -258,15 +320,18 @@ mod tests {
              product, attributes, team, attribution, ownership_version, source_topic, source_partition, source_offset, attributed_at_ms) \
              VALUES ('i1', now() - 400, 900, 'checkout-api', 'web', 'order', 'c', 'payments-card', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0)"
         ));
+        // The views and the board read the rollups: count the seeded raw rows into them.
+        statements.push(crate::rollups::backfill_sql(DB, 0, 4_102_444_800));
         let queries = serde_json::json!({
             "windows": fill(WINDOW_SQL, &["'last_1h'", "'prev_1h'"]),
             "windows_team": fill(WINDOW_TEAM_SQL, &["'last_1h'", "'prev_1h'", "'payments'"]),
             "trend": fill(TREND_SQL, &["'minute'", "3600"]),
             "trend_team": fill(TREND_TEAM_SQL, &["'hour'", "86400", "'payments'"]),
             "breakdown": fill(BREAKDOWN_SQL, &["'payments'", "'last_1h'"]),
-            "comments": fill(COMMENTS_SQL, &["'payments'", "20", "'payments'"]),
-            "health_team": fill(&HEALTH_SQL.replace("{filter}", "team = ?"), &["'payments'"; 3]),
-            "health_all": fill(&HEALTH_SQL.replace("{filter}", "1"), &[]),
+            "comments": fill(&comments_sql(true), &["'payments'", "20", "'payments'"]),
+            "comments_all": fill(&comments_sql(false), &["1"]),
+            "breakdown_all": fill(BREAKDOWN_ALL_SQL, &["'last_1h'"]),
+            "health": fill(HEALTH_SQL, &[]),
             "ces_squares": fill(CES_SQUARES_SQL, &["'last_1h'", "'prev_1h'"]),
             // `feedback watch` and `feedback probe` read the same views.
             "watch_total": fill(watch::METRICS_BY_GRAIN_SQL, &["'total'"]),
@@ -332,9 +397,51 @@ mod tests {
         assert_eq!(c[1]["rating_id"], "r1");
         assert_eq!(c[1]["i_kind"], "order");
         assert_eq!(c[1]["i_product"], "payments-card");
-        assert_eq!(r["health_team"][0]["orphans"].as_u64(), Some(1));
-        assert_eq!(r["health_all"][0]["unowned_ratings"].as_u64(), Some(1));
-        assert!(r["health_team"][0]["ratings_last"].as_i64().unwrap() > 0);
+        // One comment per team with `LIMIT 1 BY team`: payments' newest.
+        let c = r["comments_all"].as_array().unwrap();
+        assert_eq!(c.len(), 1, "{r}");
+        assert_eq!(c[0]["rating_id"], "r3");
+        let mine: Vec<_> = r["breakdown_all"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["team"] == "payments")
+            .cloned()
+            .collect();
+        assert_eq!(serde_json::Value::from(mine), r["breakdown"]);
+        // Health per team, from the rollups: payments has 1 orphan of 6 ratings and 1
+        // interaction; unowned holds 1 rating.
+        let h: Vec<TeamHealthRow> = serde_json::from_value(r["health"].clone()).unwrap();
+        assert_eq!(h.len(), 2, "{r}");
+        assert_eq!(
+            (
+                h[0].team.as_str(),
+                h[0].orphan_ratings,
+                h[0].ratings_total,
+                h[0].interactions_total
+            ),
+            ("payments", 1, 6, 1)
+        );
+        assert_eq!(
+            (
+                h[1].team.as_str(),
+                h[1].ratings_total,
+                h[1].interactions_total
+            ),
+            ("unowned", 1, 0)
+        );
+        let all = HealthRow::of(&h, None, 0);
+        assert_eq!(
+            (all.orphans, all.unowned_ratings, all.unowned_interactions),
+            (1, 1, 0)
+        );
+        // The newest rating minute is five minutes ago (r1..r4), the interaction's too.
+        // (seeded a few seconds before the query's now(): its minute, or the one before)
+        let near = |last: i64, ago: i64| {
+            last % 60 == 0 && (h[0].now_s - ago - 70..=h[0].now_s - ago).contains(&last)
+        };
+        assert!(near(h[0].ratings_last, 300), "{r}");
+        assert!(near(h[0].interactions_last, 400), "{r}");
         // CES: prev_1h holds 6 and 4: sum 10, squares 52.
         let q = &r["ces_squares"][0];
         assert_eq!(q["window"], "prev_1h");

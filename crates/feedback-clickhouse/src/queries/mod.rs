@@ -9,4 +9,5 @@ pub mod board;
 pub mod erase;
 pub mod probe;
 pub mod reconcile;
+pub mod retention;
 pub mod watch;

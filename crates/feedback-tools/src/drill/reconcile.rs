@@ -321,6 +321,30 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
         .collect();
     map_line(&mut report, "team_dim_minute", &a.team_dim_minute, &tdm);
 
+    // Every rollup (hour and day grains too) equals its recomputation from the raw rows,
+    // which the lines above hold equal to the generated events.
+    let (keys, diffs) = feedback_clickhouse::rollups::compare_with_raw(ch).await?;
+    report.push(
+        "rollups: keys equal to the raw rows' recomputation",
+        keys as u64,
+        (keys - diffs.iter().filter(|d| d.recomputed.is_some()).count()) as u64,
+        diffs
+            .first()
+            .map(|d| {
+                format!(
+                    "first difference: stored {:?}, recomputed {:?}",
+                    d.stored, d.recomputed
+                )
+            })
+            .unwrap_or_default(),
+    );
+    report.push(
+        "rollups: keys not in the recomputation",
+        0,
+        diffs.iter().filter(|d| d.recomputed.is_none()).count() as u64,
+        String::new(),
+    );
+
     // The metric views: sums exact, the value within rounding (the views round to 4 places).
     let want: BTreeMap<(String, String), (Sums, Approx)> = a
         .team_metrics

@@ -1,0 +1,188 @@
+//! `feedback rollups rebuild`: raw rows landed without rollups (an installation upgraded
+//! from before migration 7) are counted exactly, also when the rebuild runs twice and while
+//! the sink lands new events into the same days.
+
+use std::time::Duration;
+
+use feedback_clickhouse::{InteractionRow, RatingRow, Row};
+
+use crate::harness::Env;
+use crate::sink_support::{
+    check_end_state, kill, produce, producer, spawn_sink, wait_rows, workload,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_counts_raw_rows_exactly_while_the_sink_lands() {
+    let env = Env::new("rollups");
+    env.prepare();
+    let ch = env.clickhouse();
+    let topic = env.topic("attributed");
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = workload(77, &env.database, 12_000, now);
+    let (history, live) = events.split_at(6_000);
+
+    // The history: raw rows as an older sink wrote them, without Kafka coordinates and
+    // without rollups.
+    let (mut ratings, mut interactions): (Vec<RatingRow>, Vec<InteractionRow>) = (vec![], vec![]);
+    for e in history {
+        match Row::from(e.clone()) {
+            Row::Rating(mut r) => {
+                (r.kafka_topic, r.kafka_partition, r.kafka_offset) = (String::new(), -1, -1);
+                ratings.push(r);
+            }
+            Row::Interaction(mut i) => {
+                (i.kafka_topic, i.kafka_partition, i.kafka_offset) = (String::new(), -1, -1);
+                interactions.push(i);
+            }
+        }
+    }
+    ch.insert("ratings", &ratings).await.unwrap();
+    ch.insert("interactions", &interactions).await.unwrap();
+    let status = env.run(&["rollups", "status"]);
+    assert!(
+        status.contains("rollups: 0 ratings, 0 interactions")
+            && status.contains("run `feedback rollups rebuild`"),
+        "{status}"
+    );
+
+    // The live part flows through a running sink while the rollups are rebuilt twice.
+    let mut sink = spawn_sink(&env, &[]);
+    let p = producer();
+    let feed = {
+        let live = live.to_vec();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for chunk in live.chunks(300) {
+                produce(&p, &topic, chunk).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = env.run(&["rollups", "rebuild"]);
+    assert!(first.contains("rebuilt"), "{first}");
+    assert!(
+        !first.contains(": 0 correction row(s)"),
+        "the first rebuild counted the history: {first}"
+    );
+    // A second run while the sink still lands: the sink's deltas above the marks are not
+    // the rebuild's business, and everything below them is exact already.
+    let second = env.run(&["rollups", "rebuild"]);
+    assert!(
+        second.contains(": 0 correction row(s) inserted"),
+        "{second}"
+    );
+    feed.await.unwrap();
+    wait_rows(&ch, events.len() as u64, 180).await;
+    let third = env.run(&["rollups", "rebuild"]);
+    assert!(third.contains(": 0 correction row(s) inserted"), "{third}");
+    kill(&mut sink);
+
+    // Exact against the generated events: every raw row once, every minute rollup equal
+    // to the events' sums, every rollup equal to its recomputation from the raw rows.
+    check_end_state(&ch, &events).await;
+    let status = env.run(&["rollups", "status"]);
+    assert!(
+        status.contains("the rollups count every raw row"),
+        "{status}"
+    );
+}
+
+/// Raw rows expire (whole months on 18.16), rollups keep every day: the totals stay, and a
+/// rebuild keeps the expired days instead of zeroing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
+    let env = Env::new("retention");
+    env.run(&["migrate"]);
+    let ch = env.clickhouse();
+    // 2025-01-15 12:00 UTC: three CSAT answers (5, 4, 1) and one interaction; now: two (5, 2)
+    // and one interaction.
+    let old = 1_736_942_400i64;
+    let now = chrono::Utc::now().timestamp() - 120;
+    let rating = |id: &str, at: i64, score: i32| {
+        format!(
+            "('{id}', toDateTime({at}), {ms}, 'csat', {score}, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 't', 0, 0, 0)",
+            ms = at * 1000
+        )
+    };
+    let values = [
+        rating("o1", old, 5),
+        rating("o2", old + 60, 4),
+        rating("o3", old + 3600, 1),
+        rating("n1", now, 5),
+        rating("n2", now, 2),
+    ];
+    ch.execute(&format!(
+        "INSERT INTO {{db}}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, \
+         attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES {}",
+        values.join(", ")
+    ))
+    .await
+    .unwrap();
+    ch.execute(&format!(
+        "INSERT INTO {{db}}.interactions (interaction_id, occurred_at, occurred_at_ms, service, channel, kind, customer_ref, \
+         attributes, team, attribution, ownership_version, source_topic, source_partition, source_offset, attributed_at_ms) VALUES \
+         ('io', toDateTime({old}), 0, 's', 'web', 'order', 'c', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0), \
+         ('in', toDateTime({now}), 0, 's', 'web', 'order', 'c', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0)"
+    ))
+    .await
+    .unwrap();
+    env.run(&["rollups", "rebuild"]);
+    let totals = || async {
+        let rows = ch.metrics("total").await.unwrap();
+        rows.iter()
+            .map(|r| (r.team.clone(), r.responses, r.positive, r.negative))
+            .collect::<Vec<_>>()
+    };
+    let want = vec![("payments".to_string(), 5, 3, 2)];
+    assert_eq!(totals().await, want);
+
+    let short = env
+        .cmd(&["retention", "--raw-days", "10"])
+        .output()
+        .unwrap();
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("keep at least 15 days"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let dry = env.run(&["retention", "--raw-days", "30", "--dry-run"]);
+    assert!(
+        dry.contains("would drop") && dry.contains("ratings month 202501 (3 rows)"),
+        "{dry}"
+    );
+    assert!(dry.contains("interactions month 202501 (1 rows)"), "{dry}");
+    assert_eq!(
+        feedback_clickhouse::queries::watch::counts(&ch)
+            .await
+            .unwrap(),
+        feedback_clickhouse::queries::watch::Counts {
+            interactions: 2,
+            ratings: 5
+        }
+    );
+
+    let done = env.run(&["retention", "--raw-days", "30"]);
+    assert!(
+        done.contains("removed 4 raw row(s) older than 30 days"),
+        "{done}"
+    );
+    assert_eq!(
+        feedback_clickhouse::queries::watch::counts(&ch)
+            .await
+            .unwrap(),
+        feedback_clickhouse::queries::watch::Counts {
+            interactions: 1,
+            ratings: 2
+        }
+    );
+    // The rollups still count the expired month; a rebuild keeps it.
+    assert_eq!(totals().await, want);
+    let rebuilt = env.run(&["rollups", "rebuild", "--from", "2025-01-01"]);
+    assert!(
+        rebuilt.contains("kept without raw rows (expired or erased): 2025-01-15"),
+        "{rebuilt}"
+    );
+    assert_eq!(totals().await, want);
+}
