@@ -143,6 +143,8 @@ struct AppState {
     /// The whole board's numbers per window, read at most once per `refresh` (one query
     /// set for every page open, whatever the number of teams watched).
     data: tokio::sync::Mutex<HashMap<Window, (Instant, Arc<BoardData>)>>,
+    /// Every team's latest comments, read every [`COMMENT_REFRESHES`] refreshes.
+    comments_cache: tokio::sync::Mutex<Option<(Instant, Arc<Vec<CommentRow>>)>>,
 }
 
 /// Everything every page shows for one window, for every team: read in one query set.
@@ -151,8 +153,12 @@ struct BoardData {
     trend: Vec<TrendRow>,
     breakdown: Vec<BreakdownRow>,
     health: Vec<queries::TeamHealthRow>,
-    comments: Vec<CommentRow>,
+    comments: Arc<Vec<CommentRow>>,
 }
+
+/// Comments are read every this many refreshes (they cost the most, a slice of raw rows, and
+/// change least).
+const COMMENT_REFRESHES: u32 = 5;
 
 #[derive(Deserialize, Default)]
 struct Params {
@@ -263,15 +269,34 @@ impl AppState {
                 return Ok(d.clone());
             }
         }
+        let (windows, trend, breakdown, health, comments) = tokio::try_join!(
+            self.q.windows(window, None),
+            self.q.trend(window, None),
+            self.q.breakdown(None, window),
+            self.q.health(),
+            self.latest_comments(),
+        )?;
         let d = Arc::new(BoardData {
-            windows: self.q.windows(window, None).await?,
-            trend: self.q.trend(window, None).await?,
-            breakdown: self.q.breakdown(None, window).await?,
-            health: self.q.health().await?,
-            comments: self.q.comments(None, self.comments).await?,
+            windows,
+            trend,
+            breakdown,
+            health,
+            comments,
         });
         data.insert(window, (Instant::now(), d.clone()));
         Ok(d)
+    }
+
+    async fn latest_comments(&self) -> anyhow::Result<Arc<Vec<CommentRow>>> {
+        let mut cache = self.comments_cache.lock().await;
+        if let Some((at, c)) = cache.as_ref() {
+            if at.elapsed() < self.refresh * COMMENT_REFRESHES {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(self.q.comments(None, self.comments).await?);
+        *cache = Some((Instant::now(), c.clone()));
+        Ok(c)
     }
 
     async fn index_snapshot(&self, window: Window) -> anyhow::Result<Arc<Value>> {
@@ -860,6 +885,7 @@ pub async fn run(
         comments: args.comments.clamp(1, 500),
         cache: Mutex::new(HashMap::new()),
         data: tokio::sync::Mutex::new(HashMap::new()),
+        comments_cache: tokio::sync::Mutex::new(None),
     });
 
     if args.alert_interval_ms > 0 {

@@ -148,6 +148,11 @@ impl Ch {
         q.fetch_all::<T>().await.map_err(|e| self.err(e))
     }
 
+    /// Runs a statement built by [`Ch::query`] that returns no rows.
+    pub(crate) async fn execute_query(&self, q: clickhouse::query::Query) -> Result<(), Error> {
+        q.execute().await.map_err(|e| self.err(e))
+    }
+
     /// The server's version string.
     pub async fn server_version(&self) -> Result<String, Error> {
         #[derive(clickhouse::Row, Deserialize)]

@@ -450,30 +450,10 @@ pub const MIGRATIONS: &[Migration] = &[
              ) WHERE responses > 0",
             "CREATE VIEW IF NOT EXISTS {db}.team_metrics_window AS
              SELECT team, metric, window, responses, positive, negative, score_sum, {metric_value} AS value
-             FROM (
-                SELECT team, metric, tupleElement(w, 1) AS window,
-                       toUInt64(sumIf(responses, {in_window})) AS responses,
-                       toUInt64(sumIf(positive, {in_window})) AS positive,
-                       toUInt64(sumIf(negative, {in_window})) AS negative,
-                       sumIf(score_sum, {in_window}) AS score_sum
-                FROM {db}.rollups
-                ARRAY JOIN {windows} AS w
-                WHERE {window_rows} AND dimension = '' AND metric != ''
-                GROUP BY team, metric, window
-             ) WHERE responses > 0",
+             FROM ({windowed_total}) WHERE responses > 0",
             "CREATE VIEW IF NOT EXISTS {db}.team_breakdown AS
              SELECT team, metric, dimension, dim_value, window, responses, positive, negative, score_sum, {metric_value} AS value
-             FROM (
-                SELECT team, metric, dimension, dim_value, tupleElement(w, 1) AS window,
-                       toUInt64(sumIf(responses, {in_window})) AS responses,
-                       toUInt64(sumIf(positive, {in_window})) AS positive,
-                       toUInt64(sumIf(negative, {in_window})) AS negative,
-                       sumIf(score_sum, {in_window}) AS score_sum
-                FROM {db}.rollups
-                ARRAY JOIN {windows} AS w
-                WHERE {window_rows} AND dimension != '' AND metric != ''
-                GROUP BY team, metric, dimension, dim_value, window
-             ) WHERE responses > 0",
+             FROM ({windowed_dims}) WHERE responses > 0",
         ],
         steps: &[],
     },
@@ -503,13 +483,50 @@ pub fn parse_version(v: &str) -> (u32, u32) {
 /// the server was too old; `migrate` runs such a migration again once the server supports it.
 pub const PARTIAL_MARK: &str = " [partial: ";
 
+/// The measures of the window views, with the type they keep.
+pub const RATING_MEASURES: &[(&str, &str)] = &[
+    ("responses", "toUInt64"),
+    ("positive", "toUInt64"),
+    ("negative", "toUInt64"),
+    ("score_sum", "toInt64"),
+];
+
 /// A statement with `{db}` and `{metric_value}` filled in.
 pub fn render(statement: &str, db: &str) -> String {
     statement
         .replace("{metric_value}", &metric_value_sql())
         .replace("{windows}", &windows_sql())
-        .replace("{in_window}", &crate::rollups::in_window_sql())
-        .replace("{window_rows}", &crate::rollups::window_rows_sql())
+        .replace(
+            "{windowed_total}",
+            &crate::rollups::window_sums_sql(
+                "team, metric",
+                "dimension = '' AND metric != ''",
+                RATING_MEASURES,
+                None,
+            ),
+        )
+        .replace(
+            "{windowed_dims}",
+            &crate::rollups::window_sums_sql(
+                "team, metric, dimension, dim_value",
+                "dimension != '' AND metric != ''",
+                RATING_MEASURES,
+                None,
+            ),
+        )
+        .replace(
+            "{windowed_ces}",
+            &crate::rollups::window_sums_sql(
+                "team",
+                "dimension = '' AND metric = 'ces'",
+                &[
+                    ("responses", "toUInt64"),
+                    ("score_sum", "toInt64"),
+                    ("score_sq_sum", "toInt64"),
+                ],
+                None,
+            ),
+        )
         .replace("{positive}", &positive_sql())
         .replace("{negative}", &negative_sql())
         .replace("{db}", db)

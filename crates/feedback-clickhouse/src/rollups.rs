@@ -431,6 +431,18 @@ pub fn backfill_sql(db: &str, from: u32, to: u32) -> String {
     )
 }
 
+/// The rollup rows of one day and the events its day-grain rows count.
+const DAY_COUNT_SQL: &str = "SELECT toUInt64(count()) AS rows, \
+        toInt64(sumIf(responses + interactions, grain = 'day' AND dimension = '')) AS events \
+     FROM {db}.rollups WHERE grain IN ('minute', 'hour', 'day') AND bucket >= toDateTime(?) \
+       AND bucket < toDateTime(?)";
+
+#[derive(Debug, Clone, Copy, Default, clickhouse::Row, Deserialize)]
+struct DayCount {
+    rows: u64,
+    events: i64,
+}
+
 /// What one rebuilt day changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DayRebuilt {
@@ -546,6 +558,30 @@ impl Ch {
             .replace("{cut}", &cut_sql(&marks))
             .replace("{bucket}", BUCKET_SQL)
             .replace("{grains}", &grains_sql());
+        if stored.is_empty() {
+            // Nothing counted yet for the day (a backfill, an upgrade): the difference is the
+            // recomputation itself, inserted by the server without a round trip. Several
+            // parts at most; a crash midway leaves a partial day that the next run corrects.
+            self.execute_query(
+                self.query(&format!("INSERT INTO {{db}}.{TABLE} ({COLUMN_LIST}) {sql}"))
+                    .bind(day)
+                    .bind(end)
+                    .bind(day)
+                    .bind(end)
+                    .with_option("query_id", format!("{prefix}/backfill"))
+                    .with_option("max_insert_block_size", "16777216"),
+            )
+            .await?;
+            let n = self
+                .fetch_query::<DayCount>(self.query(DAY_COUNT_SQL).bind(day).bind(end))
+                .await?;
+            let n = n.first().copied().unwrap_or_default();
+            return Ok(DayRebuilt {
+                corrections: n.rows as usize,
+                kept_without_raw: false,
+                events: n.events,
+            });
+        }
         let fresh: Vec<RollupRow> = self
             .fetch_query(
                 self.query(&sql)
@@ -622,18 +658,42 @@ pub async fn compare_with_raw(ch: &Ch) -> Result<(usize, Vec<Difference>), Error
     Ok((fresh.rows.len(), out))
 }
 
-/// The condition "row `(grain, bucket)` counts in window tuple `w`" (`w = (name, from, to)`,
+/// The condition "row `(grain, bucket)` counts in the window `[from, to)`" (SQL expressions,
 /// minute-aligned): whole hours from the hour grain, the partial hours at both ends from the
 /// minute grain.
-pub fn in_window_sql() -> String {
-    let from = "tupleElement(w, 2)";
-    let to = "tupleElement(w, 3)";
+fn in_window(from: &str, to: &str) -> String {
     let ceil_from = format!("toDateTime(intDiv(toUInt32({from}) + 3599, 3600) * 3600)");
     let floor_to = format!("toDateTime(intDiv(toUInt32({to}), 3600) * 3600)");
     format!(
         "((grain = 'minute' AND bucket >= {from} AND bucket < {to} AND (bucket < {ceil_from} OR bucket >= {floor_to})) \
          OR (grain = 'hour' AND bucket >= {ceil_from} AND bucket < {floor_to}))"
     )
+}
+
+const NOW: &str = "toStartOfMinute(now())";
+
+/// `NOW + n` as SQL.
+fn at(n: i64) -> String {
+    format!("{NOW} {}", offset(n))
+}
+
+/// A window as `(name, from, to)`, offsets in seconds from the current minute.
+pub type Span = (&'static str, i64, i64);
+
+/// `window`'s current span (`last_*` = `[now - span, now + 60)`) and, with `previous`, the
+/// span just before it (`prev_*`).
+pub fn spans(window: Window, previous: bool) -> Vec<Span> {
+    let s = window.secs();
+    let mut out = vec![(window.current(), -s, 60)];
+    if previous {
+        out.push((window.previous(), -2 * s, -s));
+    }
+    out
+}
+
+/// Every window of [`Window::ALL`], current and previous.
+fn window_bounds() -> Vec<Span> {
+    Window::ALL.iter().flat_map(|w| spans(*w, true)).collect()
 }
 
 /// `+ n` or `- n`.
@@ -645,32 +705,84 @@ fn offset(n: i64) -> String {
     }
 }
 
-/// The rollup rows any window of [`Window::ALL`] may need (for primary-key pruning): hours
-/// of the longest comparison span, minutes within an hour of a window's edge.
-pub fn window_rows_sql() -> String {
-    let now = "toStartOfMinute(now())";
-    let longest = Window::ALL.iter().map(|w| 2 * w.secs()).max().unwrap_or(0);
-    let mut edges: Vec<i64> = vec![-60];
-    for w in Window::ALL {
-        edges.push(w.secs());
-        edges.push(2 * w.secs());
-    }
-    edges.sort();
-    edges.dedup();
-    let minutes: Vec<String> = edges
+/// The rollup rows any window may need, as a `UNION ALL` of simple ranges of the ordering
+/// key `(grain, bucket, ...)` (ClickHouse 18.16 prunes each branch; one `OR` of ranges made
+/// it scan the table): the hours of the longest comparison span, and the minutes of the
+/// partial hour after each window's start and before each window's end. `filter` selects
+/// rows further (e.g. `dimension = ''`).
+pub fn window_rows_sql(filter: &str, bounds: &[Span]) -> String {
+    let cols = "grain, bucket, team, metric, dimension, dim_value, responses, positive, negative, score_sum, score_sq_sum";
+    let longest = bounds.iter().map(|b| -b.1).max().unwrap_or(0);
+    let mut ranges: Vec<(i64, i64)> = bounds
         .iter()
-        .map(|e| {
-            format!(
-                "(bucket >= {now} {} AND bucket < {now} {})",
-                offset(-(e + 3600)),
-                offset(3600 - e)
-            )
+        .flat_map(|(_, from, to)| [(*from, from + 3600), (to - 3600, *to)])
+        .collect();
+    ranges.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for (from, to) in ranges {
+        match merged.last_mut() {
+            Some(last) if to >= last.0 => last.0 = last.0.min(from),
+            _ => merged.push((from, to)),
+        }
+    }
+    let mut branches = Vec::new();
+    if longest > 3600 {
+        branches.push(format!(
+            "SELECT {cols} FROM {{db}}.rollups WHERE grain = 'hour' AND bucket >= {} AND {filter}",
+            at(-longest)
+        ));
+    }
+    for (from, to) in merged {
+        branches.push(format!(
+            "SELECT {cols} FROM {{db}}.rollups WHERE grain = 'minute' AND bucket >= {} AND bucket < {} AND {filter}",
+            at(from),
+            at(to)
+        ));
+    }
+    format!("({})", branches.join(" UNION ALL "))
+}
+
+/// Sums of `measures` (`(column, cast)`, e.g. `("responses", "toUInt64")`) per `group` and
+/// window of `bounds` ([`Window::ALL`]'s, current and previous, when `None`), one row per
+/// window: one pass over [`window_rows_sql`] computes every window's sums side by side, then
+/// the few grouped rows are turned into one row per window. Columns: `group`, `window`, the
+/// measures.
+pub fn window_sums_sql(
+    group: &str,
+    filter: &str,
+    measures: &[(&str, &str)],
+    bounds: Option<&[Span]>,
+) -> String {
+    let bounds = bounds.map_or_else(window_bounds, |b| b.to_vec());
+    let mut sums = Vec::new();
+    for (i, (_, from, to)) in bounds.iter().enumerate() {
+        let cond = in_window(&at(*from), &at(*to));
+        for (m, _) in measures {
+            sums.push(format!("sumIf({m}, {cond}) AS {m}_{i}"));
+        }
+    }
+    let tuples: Vec<String> = bounds
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| {
+            let vals: Vec<String> = measures
+                .iter()
+                .map(|(m, cast)| format!("{cast}({m}_{i})"))
+                .collect();
+            format!("('{name}', {})", vals.join(", "))
         })
         .collect();
+    let out: Vec<String> = measures
+        .iter()
+        .enumerate()
+        .map(|(j, (m, _))| format!("tupleElement(x, {}) AS {m}", j + 2))
+        .collect();
     format!(
-        "((grain = 'hour' AND bucket >= {now} - {}) OR (grain = 'minute' AND ({})))",
-        longest + 3600,
-        minutes.join(" OR ")
+        "SELECT {group}, tupleElement(x, 1) AS window, {} FROM (SELECT {group}, {} FROM {} GROUP BY {group}) ARRAY JOIN [{}] AS x",
+        out.join(", "),
+        sums.join(", "),
+        window_rows_sql(filter, &bounds),
+        tuples.join(", ")
     )
 }
 
@@ -782,11 +894,45 @@ mod tests {
 
     #[test]
     fn window_rows_cover_every_edge() {
-        let sql = window_rows_sql();
-        assert!(sql.starts_with("((grain = 'hour' AND bucket >= toStartOfMinute(now()) - 1213200)"));
+        let sql = window_rows_sql("dimension = ''", &window_bounds());
+        assert!(sql.starts_with("(SELECT grain, bucket"));
+        assert!(sql.contains("WHERE grain = 'hour' AND bucket >= toStartOfMinute(now()) - 1209600 AND dimension = ''"));
+        // The two last hours and the current minute, merged from four edges.
+        assert!(sql.contains("grain = 'minute' AND bucket >= toStartOfMinute(now()) - 7200 AND bucket < toStartOfMinute(now()) + 60"));
+        // 24 h: the hour before its start (prev_24h's end) and after it.
         assert!(sql.contains(
-            "(bucket >= toStartOfMinute(now()) - 3540 AND bucket < toStartOfMinute(now()) + 3660)"
+            "bucket >= toStartOfMinute(now()) - 90000 AND bucket < toStartOfMinute(now()) - 82800"
         ));
-        assert!(sql.contains("(bucket >= toStartOfMinute(now()) - 1213200 AND bucket < toStartOfMinute(now()) - 1206000)"));
+        assert!(sql.contains("bucket >= toStartOfMinute(now()) - 172800 AND bucket < toStartOfMinute(now()) - 169200"));
+        assert!(sql.contains("bucket >= toStartOfMinute(now()) - 608400 AND bucket < toStartOfMinute(now()) - 601200"));
+        assert!(sql.contains("bucket >= toStartOfMinute(now()) - 1209600 AND bucket < toStartOfMinute(now()) - 1206000"));
+        assert_eq!(sql.matches(" UNION ALL ").count(), 5, "{sql}");
+    }
+
+    #[test]
+    fn window_sums_name_every_window_once() {
+        let sql = window_sums_sql("team", "1", &[("responses", "toUInt64")], None);
+        for w in Window::ALL {
+            assert_eq!(
+                sql.matches(&format!("('{}', toUInt64(", w.current()))
+                    .count(),
+                1
+            );
+            assert_eq!(
+                sql.matches(&format!("('{}', toUInt64(", w.previous()))
+                    .count(),
+                1
+            );
+        }
+        assert!(sql.contains("sumIf(responses, ((grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 AND bucket < toStartOfMinute(now()) + 60"));
+        // The last hour alone needs no hour rows.
+        let hour = window_sums_sql(
+            "team",
+            "1",
+            &[("responses", "toUInt64")],
+            Some(&spans(Window::Hour, false)),
+        );
+        assert!(!hour.contains("rollups WHERE grain = 'hour'"), "{hour}");
+        assert!(hour.contains("grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 AND bucket < toStartOfMinute(now()) + 60"));
     }
 }

@@ -51,8 +51,8 @@ pub struct RetentionArgs {
     #[command(flatten)]
     pub common: Common,
     /// Keep raw rows (interactions, ratings) this many days; the rollups keep everything.
-    /// At least 15: the board's comments read the last 7 days and join interactions up to 7
-    /// days older.
+    /// At least 15: the board's comments read the last 24 hours and join interactions up to
+    /// 7 days older; a margin of a week more.
     #[arg(long, env = "FEEDBACK_RETENTION_RAW_DAYS")]
     pub raw_days: u32,
     /// Print what would be dropped, change nothing.
@@ -125,7 +125,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     if args.raw_days < MIN_RAW_DAYS {
         anyhow::bail!(
             "--raw-days {} is too short: keep at least {MIN_RAW_DAYS} days of raw rows (the board's \
-             comments read the last 7 days and their interactions up to 7 days before)",
+             comments read the last 24 hours and their interactions up to 7 days before, plus a week of margin)",
             args.raw_days
         );
     }

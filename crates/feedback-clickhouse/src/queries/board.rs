@@ -1,19 +1,30 @@
-//! The board's reads. Numbers come from the metric views (`team_metrics_window`,
-//! `team_metrics`, `team_breakdown`), so they equal what SQL users and Grafana see; comments
-//! and data health read the raw tables. Every statement runs on ClickHouse 18.16 and current
+//! The board's reads. Numbers come from the rollups with the views' window sums
+//! ([`crate::rollups::window_sums_sql`]) and formulas, restricted to the one window the page
+//! shows (the views compute all six), so they equal what SQL users and Grafana see; the
+//! trend reads `team_metrics`; comments read a bounded recent slice of the raw tables. Every statement runs on ClickHouse 18.16 and current
 //! ClickHouse (checked with chDB by `tests/board_sql_chdb.py`, driven by the test below).
 
 use feedback_events::Metric;
 use serde::{Deserialize, Serialize};
 
-use crate::{Ch, Error, Window};
+use crate::migrations::RATING_MEASURES;
+use crate::{rollups, Ch, Error, Window};
 
-pub const WINDOW_SQL: &str =
-    "SELECT team, metric, window, responses, positive, negative, score_sum, value \
-     FROM {db}.team_metrics_window WHERE window IN (?, ?) ORDER BY team, metric, window";
-
-pub const WINDOW_TEAM_SQL: &str = "SELECT team, metric, window, responses, positive, negative, score_sum, value \
-     FROM {db}.team_metrics_window WHERE window IN (?, ?) AND team = ? ORDER BY team, metric, window";
+/// `window`'s current and previous sums per team and metric (`team = ?` with `one_team`):
+/// the rows of `team_metrics_window` for that window.
+pub fn window_sql(window: Window, one_team: bool) -> String {
+    format!(
+        "SELECT team, metric, window, responses, positive, negative, score_sum, {{metric_value}} AS value \
+         FROM ({}) WHERE responses > 0{} ORDER BY team, metric, window",
+        rollups::window_sums_sql(
+            "team, metric",
+            "dimension = '' AND metric != ''",
+            RATING_MEASURES,
+            Some(&rollups::spans(window, true)),
+        ),
+        if one_team { " AND team = ?" } else { "" }
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
 pub struct WindowRow {
@@ -44,15 +55,24 @@ pub struct TrendRow {
     pub value: f64,
 }
 
-/// Worst first: every metric is "higher is better", so ascending value; ties by count.
-pub const BREAKDOWN_SQL: &str = "SELECT team, metric, dimension, dim_value, responses, value \
-     FROM {db}.team_breakdown WHERE team = ? AND window = ? \
-     ORDER BY dimension, metric, value ASC, responses DESC, dim_value";
-
-/// [`BREAKDOWN_SQL`] for every team at once (the board's one query set per refresh).
-pub const BREAKDOWN_ALL_SQL: &str = "SELECT team, metric, dimension, dim_value, responses, value \
-     FROM {db}.team_breakdown WHERE window = ? \
-     ORDER BY team, dimension, metric, value ASC, responses DESC, dim_value";
+/// Per dimension value, `window`'s current sums (`team = ?` with `one_team`): the rows of
+/// `team_breakdown` for that window. Worst first: every metric is "higher is better", so
+/// ascending value; ties by count.
+pub fn breakdown_sql(window: Window, one_team: bool) -> String {
+    format!(
+        "SELECT team, metric, dimension, dim_value, responses, value FROM ( \
+            SELECT team, metric, dimension, dim_value, responses, {{metric_value}} AS value, positive, negative, score_sum \
+            FROM ({}) WHERE responses > 0{}) \
+         ORDER BY team, dimension, metric, value ASC, responses DESC, dim_value",
+        rollups::window_sums_sql(
+            "team, metric, dimension, dim_value",
+            "dimension != '' AND metric != ''",
+            RATING_MEASURES,
+            Some(&rollups::spans(window, false)),
+        ),
+        if one_team { " AND team = ?" } else { "" }
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
 pub struct BreakdownRow {
@@ -64,10 +84,11 @@ pub struct BreakdownRow {
     pub value: f64,
 }
 
-/// How far back the latest comments are looked for: a bounded slice of the raw rows
-/// (the ordering key `(team, metric, occurred_at, ...)` prunes the rest), whatever the
-/// history. A team without comments in that span shows none.
-pub const COMMENTS_RECENT_SECS: u32 = 7 * 86400;
+/// How far back the latest comments are looked for: the last 24 hours, a bounded slice of
+/// the raw rows (the ordering key `(team, metric, occurred_at, ...)` prunes the rest),
+/// whatever the history. A team without comments in that span shows none; older ones are
+/// in the raw tables (Grafana's comments panel takes any time range).
+pub const COMMENTS_RECENT_SECS: u32 = 86400;
 
 /// How far before a comment its interaction is looked for (the attributor's default join
 /// horizon is 7 days).
@@ -120,18 +141,26 @@ pub struct CommentRow {
     pub i_product: String,
 }
 
-/// Data health per team, from the rollups: the newest minute with a landed rating and
-/// interaction (event time, seconds; the day's start when nothing landed in the last two
-/// days; 0 when none), orphan ratings and every event counted (history: the day grain).
+/// Data health per team, from the rollups: the newest bucket with a landed rating and
+/// interaction (event time, seconds: the minute when it is within the last two hours, else
+/// the hour within the last two days, else the day; 0 when none), orphan ratings and every
+/// event counted (history: the day grain). Reads a bounded number of rollup rows.
 pub const HEALTH_SQL: &str = "SELECT team, toInt64(now()) AS now_s, \
         toInt64(maxIf(bucket, metric != '' AND responses != 0)) AS ratings_last, \
         toInt64(maxIf(bucket, metric = '' AND interactions != 0)) AS interactions_last, \
-        toUInt64(sumIf(orphans, grain = 'day' AND dimension = '' AND metric != '')) AS orphan_ratings, \
-        toUInt64(sumIf(responses, grain = 'day' AND dimension = '' AND metric != '')) AS ratings_total, \
+        toUInt64(sumIf(orphans, grain = 'day' AND metric != '')) AS orphan_ratings, \
+        toUInt64(sumIf(responses, grain = 'day' AND metric != '')) AS ratings_total, \
         toUInt64(sumIf(interactions, grain = 'day' AND metric = '')) AS interactions_total \
-     FROM {db}.rollups \
-     WHERE (grain = 'day' OR (grain = 'minute' AND bucket >= toStartOfMinute(now()) - 172800)) AND dimension = '' \
-     GROUP BY team ORDER BY team";
+     FROM ( \
+        SELECT grain, bucket, team, metric, responses, orphans, interactions FROM {db}.rollups \
+        WHERE grain = 'day' AND dimension = '' \
+        UNION ALL \
+        SELECT grain, bucket, team, metric, responses, orphans, interactions FROM {db}.rollups \
+        WHERE grain = 'hour' AND bucket >= toStartOfHour(now()) - 172800 AND dimension = '' \
+        UNION ALL \
+        SELECT grain, bucket, team, metric, responses, orphans, interactions FROM {db}.rollups \
+        WHERE grain = 'minute' AND bucket >= toStartOfMinute(now()) - 7200 AND dimension = '' \
+     ) GROUP BY team ORDER BY team";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 pub struct TeamHealthRow {
@@ -180,13 +209,23 @@ impl HealthRow {
 }
 
 /// CES sums of squares per team and window (the Welch test needs variances), from the
-/// rollups, with the views' window bounds (`{windows}`, `{in_window}`).
-pub const CES_SQUARES_SQL: &str =
-    "SELECT team, tupleElement(w, 1) AS window, toUInt64(sumIf(responses, {in_window})) AS responses, \
-        sumIf(score_sum, {in_window}) AS score_sum, sumIf(score_sq_sum, {in_window}) AS score_sq_sum \
-     FROM {db}.rollups ARRAY JOIN {windows} AS w \
-     WHERE {window_rows} AND metric = 'ces' AND dimension = '' AND tupleElement(w, 1) IN (?, ?) \
-     GROUP BY team, window HAVING responses > 0 ORDER BY team, window";
+/// rollups, with the views' window bounds (`crate::rollups::window_sums_sql`).
+pub fn ces_squares_sql(window: Window) -> String {
+    format!(
+        "SELECT team, window, responses, score_sum, score_sq_sum FROM ({}) \
+         WHERE responses > 0 ORDER BY team, window",
+        rollups::window_sums_sql(
+            "team",
+            "dimension = '' AND metric = 'ces'",
+            &[
+                ("responses", "toUInt64"),
+                ("score_sum", "toInt64"),
+                ("score_sq_sum", "toInt64")
+            ],
+            Some(&rollups::spans(window, true)),
+        )
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 pub struct SquaresRow {
@@ -200,15 +239,8 @@ pub struct SquaresRow {
 /// Both windows (`window`'s current and previous) of every team's metrics, or of one team's.
 pub async fn windows(ch: &Ch, window: Window, team: Option<&str>) -> Result<Vec<WindowRow>, Error> {
     let q = match team {
-        None => ch
-            .query(WINDOW_SQL)
-            .bind(window.current())
-            .bind(window.previous()),
-        Some(t) => ch
-            .query(WINDOW_TEAM_SQL)
-            .bind(window.current())
-            .bind(window.previous())
-            .bind(t),
+        None => ch.query(&window_sql(window, false)),
+        Some(t) => ch.query(&window_sql(window, true)).bind(t),
     };
     ch.fetch_query(q).await
 }
@@ -237,8 +269,8 @@ pub async fn breakdown(
     window: Window,
 ) -> Result<Vec<BreakdownRow>, Error> {
     let q = match team {
-        Some(t) => ch.query(BREAKDOWN_SQL).bind(t).bind(window.current()),
-        None => ch.query(BREAKDOWN_ALL_SQL).bind(window.current()),
+        Some(t) => ch.query(&breakdown_sql(window, true)).bind(t),
+        None => ch.query(&breakdown_sql(window, false)),
     };
     ch.fetch_query(q).await
 }
@@ -259,11 +291,7 @@ pub async fn health(ch: &Ch) -> Result<Vec<TeamHealthRow>, Error> {
 
 /// CES sums of squares of every team in `window`'s current and previous windows.
 pub async fn ces_squares(ch: &Ch, window: Window) -> Result<Vec<SquaresRow>, Error> {
-    let q = ch
-        .query(CES_SQUARES_SQL)
-        .bind(window.current())
-        .bind(window.previous());
-    ch.fetch_query(q).await
+    ch.fetch_query(ch.query(&ces_squares_sql(window))).await
 }
 
 #[cfg(test)]
@@ -323,16 +351,21 @@ mod tests {
         // The views and the board read the rollups: count the seeded raw rows into them.
         statements.push(crate::rollups::backfill_sql(DB, 0, 4_102_444_800));
         let queries = serde_json::json!({
-            "windows": fill(WINDOW_SQL, &["'last_1h'", "'prev_1h'"]),
-            "windows_team": fill(WINDOW_TEAM_SQL, &["'last_1h'", "'prev_1h'", "'payments'"]),
+            "windows": fill(&window_sql(Window::Hour, false), &[]),
+            "windows_team": fill(&window_sql(Window::Hour, true), &["'payments'"]),
+            // The view holds the same rows (all six windows).
+            "windows_view": fill("SELECT team, metric, window, responses, positive, negative, score_sum, value \
+                FROM {db}.team_metrics_window WHERE window IN ('last_1h', 'prev_1h') ORDER BY team, metric, window", &[]),
+            "breakdown_view": fill("SELECT team, metric, dimension, dim_value, responses, value FROM {db}.team_breakdown \
+                WHERE window = 'last_1h' ORDER BY team, dimension, metric, value ASC, responses DESC, dim_value", &[]),
             "trend": fill(TREND_SQL, &["'minute'", "3600"]),
             "trend_team": fill(TREND_TEAM_SQL, &["'hour'", "86400", "'payments'"]),
-            "breakdown": fill(BREAKDOWN_SQL, &["'payments'", "'last_1h'"]),
+            "breakdown": fill(&breakdown_sql(Window::Hour, true), &["'payments'"]),
             "comments": fill(&comments_sql(true), &["'payments'", "20", "'payments'"]),
             "comments_all": fill(&comments_sql(false), &["1"]),
-            "breakdown_all": fill(BREAKDOWN_ALL_SQL, &["'last_1h'"]),
+            "breakdown_all": fill(&breakdown_sql(Window::Hour, false), &[]),
             "health": fill(HEALTH_SQL, &[]),
-            "ces_squares": fill(CES_SQUARES_SQL, &["'last_1h'", "'prev_1h'"]),
+            "ces_squares": fill(&ces_squares_sql(Window::Hour), &[]),
             // `feedback watch` and `feedback probe` read the same views.
             "watch_total": fill(watch::METRICS_BY_GRAIN_SQL, &["'total'"]),
             "watch_counts": fill(watch::COUNTS_SQL, &[]),
@@ -365,6 +398,8 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["windows"], r["windows_view"]);
+        assert_eq!(r["breakdown_all"], r["breakdown_view"]);
         let csat: Vec<_> = r["windows_team"]
             .as_array()
             .unwrap()
