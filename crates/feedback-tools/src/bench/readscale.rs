@@ -7,8 +7,8 @@
 //! day (`Ch::rebuild_day`, as `feedback rollups rebuild` does). Then, against the real
 //! ClickHouse server:
 //! 1. every JSON API call of a `feedback board` child process (this executable) whose cache
-//!    lives `API_REFRESH_MS`, each call spaced further apart than that, so every timed call
-//!    runs its queries (checked per call with the board's `feedback_board_query_seconds`
+//!    lives `API_REFRESH_MS`, the calls spaced further apart than any of its caches, so every
+//!    timed call runs its queries (checked per call with the board's `feedback_board_query_seconds`
 //!    count: the table says how many calls reached ClickHouse);
 //! 2. every ClickHouse query of the Grafana dashboards, expanded like the datasource plugin
 //!    expands it, for the last 24 hours and the last 7 days;
@@ -33,9 +33,12 @@ use super::procs::{self, Proc, Server};
 use super::report::{self, Machine};
 use super::Args;
 
-/// The API board's snapshot cache lifetime (the board's smallest): calls are spaced further
-/// apart than this so that none is answered from the cache.
+/// The API board's snapshot cache lifetime (the board's smallest).
 const API_REFRESH_MS: u64 = 100;
+/// Pause between two timed API calls: longer than every cache of the board (snapshots and
+/// the board's numbers live one refresh, the latest comments five), so that each call runs
+/// the whole query set behind it.
+const API_SPACING_MS: u64 = 6 * API_REFRESH_MS;
 /// The live board's refresh: the production default.
 const LIVE_REFRESH_MS: u64 = 1000;
 const DAY: u32 = 86_400;
@@ -319,9 +322,9 @@ fn method(ctx: &Ctx) -> Vec<String> {
             ctx.busy
         ),
         format!(
-            "API: `feedback board` child process, snapshot cache {API_REFRESH_MS} ms, alerts off; {} sequential call(s) per row \
-             after one warm-up, each more than {API_REFRESH_MS} ms after the previous one; wall time of the HTTP call \
-             (body read); \"queried\" counts calls during which the board ran ClickHouse queries",
+            "API: `feedback board` child process, refresh {API_REFRESH_MS} ms, alerts off; {} sequential call(s) per row \
+             after one warm-up, {API_SPACING_MS} ms apart (longer than every cache of the board, comments included); wall \
+             time of the HTTP call (body read); \"queried\" counts calls during which the board ran ClickHouse queries",
             ctx.args.read_scale_calls
         ),
         format!(
@@ -623,7 +626,7 @@ async fn api(
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(API_REFRESH_MS + 20)).await;
+            tokio::time::sleep(Duration::from_millis(API_SPACING_MS)).await;
         }
     }
     let _ = board.stop();
