@@ -221,7 +221,9 @@ struct Ctx<'a> {
     dir: PathBuf,
     teams: Vec<String>,
     busy: String,
-    clickhouse: Server,
+    /// The local stack's pid file of ClickHouse (read again before each use: the server
+    /// may have been restarted since).
+    pid_file: PathBuf,
     http: reqwest::Client,
 }
 
@@ -243,8 +245,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--read-scale-days must be at least 1"
     );
     let pid_file = args.local_dir.join("clickhouse/pid");
-    let clickhouse = Server::find(&pid_file);
-    if clickhouse.cpu().is_none() {
+    if Server::find(&pid_file).cpu().is_none() {
         eprintln!(
             "warning: no running ClickHouse server found from {}: its CPU will not be reported (--local-dir / FEEDBACK_LOCAL_DIR)",
             pid_file.display()
@@ -255,7 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dir: dir.clone(),
         teams,
         busy,
-        clickhouse,
+        pid_file,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
             .build()?,
@@ -862,11 +863,12 @@ async fn watch_page(
 async fn live(ctx: &Ctx<'_>, common: &feedback_runtime::Common, tag: &str) -> anyhow::Result<Live> {
     let (mut board, base) =
         board(ctx, common, &format!("board-live-{tag}"), LIVE_REFRESH_MS).await?;
+    let clickhouse = Server::find(&ctx.pid_file);
     // Idle: the server with no page open, for comparison.
     let idle_secs = 5.0;
-    let c0 = ctx.clickhouse.cpu();
+    let c0 = clickhouse.cpu();
     tokio::time::sleep(Duration::from_secs_f64(idle_secs)).await;
-    let c1 = ctx.clickhouse.cpu();
+    let c1 = clickhouse.cpu();
     let idle = c0.zip(c1).map(|(a, b)| (b - a) / idle_secs);
     let secs = ctx.args.read_scale_live_secs.max(1);
     let mut paths = vec!["/events".to_string()];
@@ -879,7 +881,7 @@ async fn live(ctx: &Ctx<'_>, common: &feedback_runtime::Common, tag: &str) -> an
     let http = reqwest::Client::builder().build()?;
     let board_pid = board.pid();
     let b0 = procs::sample(board_pid).map(|s| s.0);
-    let ch0 = ctx.clickhouse.cpu();
+    let ch0 = clickhouse.cpu();
     let started = Instant::now();
     let until = tokio::time::Instant::now() + Duration::from_secs(secs);
     let tasks: Vec<_> = paths
@@ -898,7 +900,7 @@ async fn live(ctx: &Ctx<'_>, common: &feedback_runtime::Common, tag: &str) -> an
         clients.push(t.await?);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let ch1 = ctx.clickhouse.cpu();
+    let ch1 = clickhouse.cpu();
     let b1 = procs::sample(board_pid).map(|s| s.0);
     board.poll(&ctx.dir)?;
     let _ = board.stop();
