@@ -151,3 +151,120 @@ fn bench_quick_run_is_complete() {
     assert!(left.is_empty(), "topics left behind: {left:?}");
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+/// `feedback bench --read-scale` at a tiny size: the history is written exactly (N ratings,
+/// N interactions), the rollups rebuilt from it count exactly N of each, every measurement
+/// has a line in the printed table and in table.md, and the scratch database is dropped.
+/// No timing is asserted.
+#[test]
+fn bench_read_scale_small_run_is_exact_and_complete() {
+    const N: u64 = 20_000;
+    let out_dir = std::env::temp_dir().join(unique("readscale"));
+    let out = Command::new(env!("CARGO_BIN_EXE_feedback"))
+        .args([
+            "bench",
+            "--read-scale",
+            "--read-scale-ratings",
+            &N.to_string(),
+            "--read-scale-days",
+            "3",
+            "--read-scale-chunk",
+            "7000",
+            "--read-scale-calls",
+            "2",
+            "--read-scale-panel-runs",
+            "1",
+            "--read-scale-live-secs",
+            "3",
+            "--read-scale-merge-wait-secs",
+            "5",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .current_dir(repo_root())
+        .env("FEEDBACK_CLICKHOUSE_URL", clickhouse_url())
+        .env("FEEDBACK_LOG", "warn")
+        .output()
+        .expect("run feedback bench --read-scale");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "feedback bench --read-scale failed:\n{stdout}\n{stderr}"
+    );
+    let run = std::fs::read_dir(&out_dir)
+        .expect("results folder")
+        .map(|e| e.unwrap().path())
+        .next()
+        .expect("a run folder");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap())
+            .expect("results.json parses");
+    let sizes = report["sizes"].as_array().expect("sizes");
+    assert_eq!(sizes.len(), 1);
+    let s = &sizes[0];
+    let c = &s["coverage"];
+    assert_eq!(
+        (
+            c["raw_ratings"].as_u64(),
+            c["raw_interactions"].as_u64(),
+            c["rolled_ratings"].as_i64(),
+            c["rolled_interactions"].as_i64()
+        ),
+        (Some(N), Some(N), Some(N as i64), Some(N as i64)),
+        "raw rows and rollups hold exactly the history: {c}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("rollups day 4/4"),
+        "rebuild progress:\n{stderr}"
+    );
+    let figures = s["figures"].as_array().expect("figures");
+    let figure = |id: &str| {
+        figures
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no figure {id}"))
+    };
+    for id in [
+        "api_index_1h",
+        "api_index_24h",
+        "api_index_7d",
+        "api_team_1h",
+        "api_team_24h",
+        "api_team_7d",
+        "api_comments",
+    ] {
+        let f = figure(id);
+        assert_eq!(f["samples"], 2, "{id}: {f}");
+        assert_eq!(f["errors"], 0, "{id}: {f}");
+    }
+    let panels: Vec<&Value> = figures
+        .iter()
+        .filter(|f| f["id"].as_str().unwrap().starts_with("panel_"))
+        .collect();
+    assert!(panels.len() >= 20, "every panel, both ranges: {panels:?}");
+    for p in panels {
+        assert_eq!(p["errors"], 0, "{p}");
+        assert_eq!(p["samples"], 1, "{p}");
+    }
+    // The index and every team the board knows (9 ownership files + unowned) were opened.
+    assert_eq!(s["live"]["clients"].as_array().unwrap().len(), 11);
+    let md = std::fs::read_to_string(run.join("table.md")).unwrap();
+    assert!(stdout.contains(md.trim()), "table.md is the printed table");
+    for l in report["lines"].as_array().unwrap() {
+        assert!(
+            md.contains(&format!("| {} |", l["name"].as_str().unwrap())),
+            "{l}"
+        );
+    }
+    let db = s["database"].as_str().unwrap();
+    assert!(db.starts_with("fbread_20000_"), "{db}");
+    assert_eq!(
+        query(&format!(
+            "SELECT count() FROM system.databases WHERE name = '{db}'"
+        )),
+        "0",
+        "scratch database dropped"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

@@ -8,6 +8,7 @@
 
 mod kafka;
 mod procs;
+mod readscale;
 mod report;
 mod state;
 
@@ -81,6 +82,60 @@ pub struct Args {
     /// The sink's flush interval in milliseconds (the freshness target is this + 500 ms).
     #[arg(long, env = "FEEDBACK_SINK_FLUSH_MS", default_value_t = 500)]
     pub sink_flush_ms: u64,
+    /// Instead of the pipeline benchmark: what reading costs as the history grows. For each
+    /// size of --read-scale-ratings, a scratch database filled with a generated history and
+    /// its rollups rebuilt; then every board API call, every Grafana panel query, and
+    /// ClickHouse's CPU with every team's page live (needs ClickHouse only, not Kafka).
+    #[arg(long, env = "FEEDBACK_BENCH_READ_SCALE")]
+    pub read_scale: bool,
+    /// Sizes of the histories (ratings; as many interactions), comma-separated.
+    #[arg(long, env = "FEEDBACK_BENCH_READ_SCALE_RATINGS", value_delimiter = ',', default_values_t = [500_000u64, 50_000_000])]
+    pub read_scale_ratings: Vec<u64>,
+    /// Days the history spans, ending now.
+    #[arg(long, env = "FEEDBACK_BENCH_READ_SCALE_DAYS", default_value_t = 90)]
+    pub read_scale_days: u32,
+    /// Rows per INSERT while filling a history.
+    #[arg(
+        long,
+        env = "FEEDBACK_BENCH_READ_SCALE_CHUNK",
+        default_value_t = 1_000_000
+    )]
+    pub read_scale_chunk: u64,
+    /// Timed calls of each board API call (after one warm-up).
+    #[arg(long, env = "FEEDBACK_BENCH_READ_SCALE_CALLS", default_value_t = 20)]
+    pub read_scale_calls: usize,
+    /// Timed runs of each Grafana panel query per time range (after one warm-up).
+    #[arg(
+        long,
+        env = "FEEDBACK_BENCH_READ_SCALE_PANEL_RUNS",
+        default_value_t = 10
+    )]
+    pub read_scale_panel_runs: usize,
+    /// Seconds the index and every team's page stay open live.
+    #[arg(
+        long,
+        env = "FEEDBACK_BENCH_READ_SCALE_LIVE_SECS",
+        default_value_t = 30
+    )]
+    pub read_scale_live_secs: u64,
+    /// Longest wait, in seconds, for the background merges of a filled history to finish
+    /// before measuring (they would count as the pages' CPU).
+    #[arg(
+        long,
+        env = "FEEDBACK_BENCH_READ_SCALE_MERGE_WAIT_SECS",
+        default_value_t = 300
+    )]
+    pub read_scale_merge_wait_secs: u64,
+    /// Keep the scratch databases of --read-scale (default: dropped at the end).
+    #[arg(long, env = "FEEDBACK_BENCH_KEEP")]
+    pub keep: bool,
+    /// Folder of the Grafana dashboards whose ClickHouse queries --read-scale times.
+    #[arg(
+        long,
+        env = "FEEDBACK_BENCH_DASHBOARDS_DIR",
+        default_value = "deploy/grafana/dashboards"
+    )]
+    pub dashboards_dir: PathBuf,
 }
 
 /// One isolated pipeline of the run: topic prefix, database.
@@ -328,6 +383,9 @@ impl Ctx {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.read_scale {
+        return readscale::run(args).await;
+    }
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || run_blocking(args, rt)).await?
 }

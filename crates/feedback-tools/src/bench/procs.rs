@@ -120,6 +120,11 @@ impl Proc {
         })
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Reads the process's cost now (kept for [`Proc::stop`]); errors if it has exited.
     pub fn poll(&mut self, log_dir: &Path) -> anyhow::Result<()> {
         if let Some(s) = sample(self.child.id()) {
