@@ -153,7 +153,6 @@ struct BoardData {
     trend: Vec<TrendRow>,
     breakdown: Vec<BreakdownRow>,
     health: Vec<queries::TeamHealthRow>,
-    comments: Arc<Vec<CommentRow>>,
 }
 
 /// Comments are read every this many refreshes (they cost the most, a slice of raw rows, and
@@ -269,19 +268,17 @@ impl AppState {
                 return Ok(d.clone());
             }
         }
-        let (windows, trend, breakdown, health, comments) = tokio::try_join!(
+        let (windows, trend, breakdown, health) = tokio::try_join!(
             self.q.windows(window, None),
             self.q.trend(window, None),
             self.q.breakdown(None, window),
             self.q.health(),
-            self.latest_comments(),
         )?;
         let d = Arc::new(BoardData {
             windows,
             trend,
             breakdown,
             health,
-            comments,
         });
         data.insert(window, (Instant::now(), d.clone()));
         Ok(d)
@@ -352,7 +349,14 @@ impl AppState {
     ) -> anyhow::Result<Arc<Value>> {
         let key = format!("team/{}/{window}/{}", team.team, access.allowed());
         self.cached(key, || async move {
-            let d = self.data(window).await?;
+            // The numbers and, for viewers allowed to read them, the comments (read on their
+            // own cadence; the index never waits for them).
+            let (d, all_comments) = if access.allowed() {
+                let (d, c) = tokio::try_join!(self.data(window), self.latest_comments())?;
+                (d, Some(c))
+            } else {
+                (self.data(window).await?, None)
+            };
             let mine = |t: &String| *t == team.team;
             let rows: Vec<&WindowRow> = d.windows.iter().filter(|r| mine(&r.team)).collect();
             let health = queries::HealthRow::of(
@@ -360,11 +364,11 @@ impl AppState {
                 Some(&team.team),
                 feedback_runtime::now_ms() / 1000,
             );
-            let comments: Vec<&CommentRow> = if access.allowed() {
-                d.comments.iter().filter(|r| mine(&r.team)).collect()
-            } else {
-                Vec::new()
-            };
+            let comments: Vec<&CommentRow> = all_comments
+                .iter()
+                .flat_map(|c| c.iter())
+                .filter(|r| mine(&r.team))
+                .collect();
             let mut t: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
             for r in d.trend.iter().filter(|r| mine(&r.team)) {
                 t.entry(r.metric.as_str())
@@ -481,9 +485,9 @@ async fn api_comments(
             })),
         )
             .into_response(),
-        _ => match s.data(Window::Hour).await {
-            Ok(d) => {
-                let items: Vec<&CommentRow> = d.comments.iter().filter(|c| c.team == team).collect();
+        _ => match s.latest_comments().await {
+            Ok(all) => {
+                let items: Vec<&CommentRow> = all.iter().filter(|c| c.team == team).collect();
                 Json(json!({ "team": team, "access": access, "items": items })).into_response()
             }
             Err(e) => server_error(e),

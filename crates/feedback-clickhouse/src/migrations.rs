@@ -455,7 +455,14 @@ pub const MIGRATIONS: &[Migration] = &[
              SELECT team, metric, dimension, dim_value, window, responses, positive, negative, score_sum, {metric_value} AS value
              FROM ({windowed_dims}) WHERE responses > 0",
         ],
-        steps: &[],
+        // A one-byte flag the latest-comments read filters on first (PREWHERE), so that it
+        // reads the comment texts of commented rows only; computed by the server for rows
+        // written without it (the sink's) and for older parts.
+        steps: &[add_column(
+            "ratings",
+            "has_comment",
+            "ALTER TABLE {db}.ratings ADD COLUMN has_comment UInt8 DEFAULT ifNull(comment, '') != ''",
+        )],
     },
 ];
 

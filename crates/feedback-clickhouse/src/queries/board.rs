@@ -112,7 +112,8 @@ pub const COMMENTS_SQL: &str = "SELECT team, rating_id, occurred_at_ms, metric, 
         SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, ifNull(comment, '') AS comment, \
                channel, service, orphan, ifNull(interaction_id, '') AS interaction_id \
         FROM {db}.ratings \
-        WHERE occurred_at >= now() - {recent} AND {team} AND comment IS NOT NULL AND comment != '' \
+        PREWHERE has_comment = 1 AND occurred_at >= now() - {recent} \
+        WHERE {team} AND comment IS NOT NULL AND comment != '' \
         ORDER BY team, occurred_at_ms DESC, rating_id LIMIT ? BY team \
      ) AS r ANY LEFT JOIN ( \
         SELECT interaction_id, kind AS i_kind, channel AS i_channel, service AS i_service, \
@@ -120,7 +121,8 @@ pub const COMMENTS_SQL: &str = "SELECT team, rating_id, occurred_at_ms, metric, 
         FROM {db}.interactions \
         WHERE occurred_at >= now() - {recent} - {horizon} AND interaction_id IN ( \
             SELECT ifNull(interaction_id, '') FROM {db}.ratings \
-            WHERE occurred_at >= now() - {recent} AND {team} AND comment IS NOT NULL AND comment != '' \
+            PREWHERE has_comment = 1 AND occurred_at >= now() - {recent} \
+            WHERE {team} \
         ) \
      ) AS i USING interaction_id \
      ORDER BY team, occurred_at_ms DESC, rating_id";
@@ -331,12 +333,9 @@ mod tests {
     /// same SQL in the integration tests (tests/it/board.rs).
     #[test]
     fn board_sql_runs_on_current_clickhouse() {
-        let mut statements = vec![format!("CREATE DATABASE {DB}")];
-        for m in migrations::MIGRATIONS {
-            for s in m.statements {
-                statements.push(migrations::render(s, DB));
-            }
-        }
+        // Every migration as `feedback migrate` applies it on a fresh database of a current
+        // server (statements and steps).
+        let mut statements = migrations::fresh_plan(DB, (26, 1));
         let cols = "rating_id, occurred_at, occurred_at_ms, interaction_id, metric, score, comment, service, channel, \
                     customer_ref, product, attributes, team, attribution, ownership_version, orphan, interaction_kind, \
                     source_topic, source_partition, source_offset, attributed_at_ms";
