@@ -705,34 +705,52 @@ fn offset(n: i64) -> String {
     }
 }
 
-/// The rollup rows any window may need, as a `UNION ALL` of simple ranges of the ordering
-/// key `(grain, bucket, ...)` (ClickHouse 18.16 prunes each branch; one `OR` of ranges made
-/// it scan the table): the hours of the longest comparison span, and the minutes of the
-/// partial hour after each window's start and before each window's end. `filter` selects
-/// rows further (e.g. `dimension = ''`).
-pub fn window_rows_sql(filter: &str, bounds: &[Span]) -> String {
-    let cols = "grain, bucket, team, metric, dimension, dim_value, responses, positive, negative, score_sum, score_sq_sum";
+/// Which rollup rows the windows `bounds` may need, as offsets from the current minute: the
+/// hour rows from `hours_from` on (when a window is long enough to hold a whole hour, which a
+/// one-hour window `[now - 3600, now + 60)` does when `now` is on the hour), and the minute
+/// rows of each range of `minutes` (the partial hours after each window's start and before
+/// each window's end, merged).
+#[derive(Debug, PartialEq)]
+struct RowsPlan {
+    hours_from: Option<i64>,
+    minutes: Vec<(i64, i64)>,
+}
+
+fn rows_plan(bounds: &[Span]) -> RowsPlan {
     let longest = bounds.iter().map(|b| -b.1).max().unwrap_or(0);
+    let holds_an_hour = bounds.iter().any(|(_, from, to)| to - from >= 3600);
     let mut ranges: Vec<(i64, i64)> = bounds
         .iter()
         .flat_map(|(_, from, to)| [(*from, from + 3600), (to - 3600, *to)])
         .collect();
     ranges.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut merged: Vec<(i64, i64)> = Vec::new();
+    let mut minutes: Vec<(i64, i64)> = Vec::new();
     for (from, to) in ranges {
-        match merged.last_mut() {
+        match minutes.last_mut() {
             Some(last) if to >= last.0 => last.0 = last.0.min(from),
-            _ => merged.push((from, to)),
+            _ => minutes.push((from, to)),
         }
     }
+    RowsPlan {
+        hours_from: holds_an_hour.then_some(-longest),
+        minutes,
+    }
+}
+
+/// The rollup rows any window may need ([`rows_plan`]), as a `UNION ALL` of simple ranges of
+/// the ordering key `(grain, bucket, ...)` (ClickHouse 18.16 prunes each branch; one `OR` of
+/// ranges made it scan the table). `filter` selects rows further (e.g. `dimension = ''`).
+pub fn window_rows_sql(filter: &str, bounds: &[Span]) -> String {
+    let cols = "grain, bucket, team, metric, dimension, dim_value, responses, positive, negative, score_sum, score_sq_sum";
+    let plan = rows_plan(bounds);
     let mut branches = Vec::new();
-    if longest > 3600 {
+    if let Some(from) = plan.hours_from {
         branches.push(format!(
             "SELECT {cols} FROM {{db}}.rollups WHERE grain = 'hour' AND bucket >= {} AND {filter}",
-            at(-longest)
+            at(from)
         ));
     }
-    for (from, to) in merged {
+    for (from, to) in plan.minutes {
         branches.push(format!(
             "SELECT {cols} FROM {{db}}.rollups WHERE grain = 'minute' AND bucket >= {} AND bucket < {} AND {filter}",
             at(from),
@@ -925,14 +943,84 @@ mod tests {
             );
         }
         assert!(sql.contains("sumIf(responses, ((grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 AND bucket < toStartOfMinute(now()) + 60"));
-        // The last hour alone needs no hour rows.
+        // The last hour alone reads its minutes and, when `now` is on the hour, its one hour.
         let hour = window_sums_sql(
             "team",
             "1",
             &[("responses", "toUInt64")],
             Some(&spans(Window::Hour, false)),
         );
-        assert!(!hour.contains("rollups WHERE grain = 'hour'"), "{hour}");
+        assert!(
+            hour.contains(
+                "rollups WHERE grain = 'hour' AND bucket >= toStartOfMinute(now()) - 3600 AND 1"
+            ),
+            "{hour}"
+        );
         assert!(hour.contains("grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 AND bucket < toStartOfMinute(now()) + 60"));
+    }
+
+    /// A model of [`in_window`]: the `(grain, bucket)` rows it counts for `[from, to)`.
+    fn counted(from: i64, to: i64) -> Vec<(&'static str, i64)> {
+        let ceil_from = (from + 3599).div_euclid(3600) * 3600;
+        let floor_to = to.div_euclid(3600) * 3600;
+        let mut out = Vec::new();
+        let mut m = from;
+        while m < to {
+            if m < ceil_from || m >= floor_to {
+                out.push(("minute", m));
+            }
+            m += 60;
+        }
+        let mut h = ceil_from;
+        while h < floor_to {
+            out.push(("hour", h));
+            h += 3600;
+        }
+        out
+    }
+
+    /// Whatever minute of the hour `now` is (every one of the 60, and the next hour's first), for
+    /// every set of windows the board and the views ask for: the rows a window counts cover
+    /// each of its minutes exactly once, and the rows fetched include every one of them. (A
+    /// one-hour window on the hour holds one whole hour row; before this test the plan did
+    /// not fetch hour rows for it and the page's breakdown was empty that minute.)
+    #[test]
+    fn every_counted_row_is_fetched_and_every_minute_counted_once() {
+        let mut sets: Vec<Vec<Span>> = vec![window_bounds()];
+        for w in Window::ALL {
+            sets.push(spans(w, false));
+            sets.push(spans(w, true));
+        }
+        let day = 86400 * 20_000;
+        for bounds in &sets {
+            let plan = rows_plan(bounds);
+            for minute in 0..=60 {
+                let now = day - 3600 + minute * 60;
+                for (name, f, t) in bounds {
+                    let (from, to) = (now + f, now + t);
+                    let rows = counted(from, to);
+                    let mut minutes: Vec<i64> = rows
+                        .iter()
+                        .flat_map(|(g, b)| {
+                            let n = if *g == "hour" { 60 } else { 1 };
+                            (0..n).map(move |i| b + i * 60)
+                        })
+                        .collect();
+                    minutes.sort_unstable();
+                    let expected: Vec<i64> = (0..(to - from) / 60).map(|i| from + i * 60).collect();
+                    assert_eq!(minutes, expected, "{name} at now = {now}");
+                    for (g, b) in rows {
+                        let fetched = match g {
+                            "hour" => plan.hours_from.is_some_and(|h| b >= now + h),
+                            _ => plan
+                                .minutes
+                                .iter()
+                                .any(|(a, z)| b >= now + a && b < now + z),
+                        };
+                        assert!(fetched, "{name} at now = {now}: {g} row {b} is counted but not fetched ({plan:?})");
+                    }
+                }
+            }
+        }
     }
 }
