@@ -153,6 +153,11 @@ async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
         "{dry}"
     );
     assert!(dry.contains("interactions month 202501 (1 rows)"), "{dry}");
+    // The interactions' context (migration 8, filled by its materialized view) expires with them.
+    assert!(
+        dry.contains("interaction_context month 202501 (1 rows)"),
+        "{dry}"
+    );
     assert_eq!(
         feedback_clickhouse::queries::watch::counts(&ch)
             .await
@@ -176,6 +181,20 @@ async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
             interactions: 1,
             ratings: 2
         }
+    );
+    #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+    struct Id {
+        interaction_id: String,
+    }
+    let context: Vec<Id> = ch
+        .fetch("SELECT interaction_id FROM {db}.interaction_context ORDER BY interaction_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        context,
+        vec![Id {
+            interaction_id: "in".into()
+        }]
     );
     // The rollups still count the expired month; a rebuild keeps it.
     assert_eq!(totals().await, want);

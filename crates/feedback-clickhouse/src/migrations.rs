@@ -464,6 +464,38 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE {db}.ratings ADD COLUMN has_comment UInt8 DEFAULT ifNull(comment, '') != ''",
         )],
     },
+    Migration {
+        version: 8,
+        name: "interaction_context: each interaction's kind, channel, service and product by interaction_id, for the latest comments",
+        // The latest comments show the context of the interaction a rating rates. Looking it
+        // up in `interactions` (ordered by team and time) scans the join horizon (7 days of
+        // interactions) whatever the number of comments shown; this table is ordered by
+        // interaction_id with small granules, so the lookup reads a few thousand rows per
+        // comment shown, whatever the history. A materialized view fills it on every insert
+        // into `interactions` (created before the backfill, so no row is missed while an
+        // upgrade runs; a row written twice, by the view and the backfill, is harmless:
+        // ReplacingMergeTree, read with ANY).
+        // No customer_ref and no free text: nothing personal to erase. Partitioned by month
+        // like the raw tables, and `feedback retention` drops its months with theirs.
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.interaction_context (
+                interaction_id String,
+                occurred_at DateTime,
+                kind String,
+                channel String,
+                service String,
+                product String
+            ) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(occurred_at) ORDER BY interaction_id
+            SETTINGS index_granularity = 1024",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.interaction_context_mv TO {db}.interaction_context AS
+             SELECT interaction_id, occurred_at, kind, channel, service, ifNull(product, '') AS product
+             FROM {db}.interactions",
+            "INSERT INTO {db}.interaction_context (interaction_id, occurred_at, kind, channel, service, product)
+             SELECT interaction_id, occurred_at, kind, channel, service, ifNull(product, '')
+             FROM {db}.interactions",
+        ],
+        steps: &[],
+    },
 ];
 
 const fn add_column(table: &'static str, column: &'static str, sql: &'static str) -> Step {

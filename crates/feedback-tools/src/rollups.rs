@@ -125,7 +125,7 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
     if args.raw_days < MIN_RAW_DAYS {
         anyhow::bail!(
             "--raw-days {} is too short: keep at least {MIN_RAW_DAYS} days of raw rows (the board's \
-             comments read the last 24 hours and their interactions up to 7 days before, plus a week of margin)",
+             comments read the last 24 hours, plus two weeks of margin)",
             args.raw_days
         );
     }
@@ -160,7 +160,9 @@ pub async fn retention(args: RetentionArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("dropping {} month {}", p.table, p.partition))?;
         }
-        dropped += p.rows;
+        if q::EVENT_TABLES.contains(&p.table.as_str()) {
+            dropped += p.rows;
+        }
     }
     if server >= (19, 6) {
         for t in q::RAW_TABLES {

@@ -4,6 +4,8 @@
 //! trend reads `team_metrics`; comments read a bounded recent slice of the raw tables. Every statement runs on ClickHouse 18.16 and current
 //! ClickHouse (checked with chDB by `tests/board_sql_chdb.py`, driven by the test below).
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use feedback_events::Metric;
 use serde::{Deserialize, Serialize};
 
@@ -99,39 +101,75 @@ pub struct BreakdownRow {
 /// in the raw tables (Grafana's comments panel takes any time range).
 pub const COMMENTS_RECENT_SECS: u32 = 86400;
 
-/// How far before a comment its interaction is looked for (the attributor's default join
-/// horizon is 7 days).
-pub const COMMENT_INTERACTION_HORIZON_SECS: u32 = 7 * 86400;
+/// The first, short slice the latest comments are looked for in: a team with enough
+/// comments in it (every busy one) is served from these minutes alone; only the others are
+/// looked for over [`COMMENTS_RECENT_SECS`], by name.
+pub const COMMENTS_FIRST_SECS: u32 = 900;
 
-/// The latest `?` comments of every team (of the last `?` seconds), each with its
-/// interaction's context (empty strings when the interaction is not known: an orphan or a
-/// rating without interaction). `{team}` is `1` or `team = ?`.
-pub const COMMENTS_SQL: &str = "SELECT team, rating_id, occurred_at_ms, metric, score, comment, channel, service, orphan, \
-            interaction_id, i_kind, i_channel, i_service, i_product \
-     FROM ( \
-        SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, ifNull(comment, '') AS comment, \
-               channel, service, orphan, ifNull(interaction_id, '') AS interaction_id \
-        FROM {db}.ratings \
-        PREWHERE has_comment = 1 AND occurred_at >= now() - {recent} \
-        WHERE {team} AND comment IS NOT NULL AND comment != '' \
-        ORDER BY team, occurred_at_ms DESC, rating_id LIMIT ? BY team \
-     ) AS r ANY LEFT JOIN ( \
-        SELECT interaction_id, kind AS i_kind, channel AS i_channel, service AS i_service, \
-               ifNull(product, '') AS i_product \
-        FROM {db}.interactions \
-        WHERE occurred_at >= now() - {recent} - {horizon} AND interaction_id IN ( \
-            SELECT ifNull(interaction_id, '') FROM {db}.ratings \
-            PREWHERE has_comment = 1 AND occurred_at >= now() - {recent} \
-            WHERE {team} \
-        ) \
-     ) AS i USING interaction_id \
-     ORDER BY team, occurred_at_ms DESC, rating_id";
+/// The latest `?` comments per team of the last `?` seconds, newest first, without their
+/// interaction's context. `{team}` is `1` or `team IN (...)` (one or more teams: the
+/// ordering key `(team, ...)` prunes the others; `NOT IN` would not).
+const RECENT_COMMENTS_SQL: &str = "SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, \
+        ifNull(comment, '') AS comment, channel, service, orphan, ifNull(interaction_id, '') AS interaction_id, \
+        ifNull(interaction_kind, '') AS interaction_kind \
+     FROM {db}.ratings \
+     PREWHERE has_comment = 1 AND occurred_at >= now() - ? \
+     WHERE {team} AND comment IS NOT NULL AND comment != '' \
+     ORDER BY team, occurred_at_ms DESC, rating_id LIMIT ? BY team";
 
-fn comments_sql(one_team: bool) -> String {
-    COMMENTS_SQL
-        .replace("{recent}", &COMMENTS_RECENT_SECS.to_string())
-        .replace("{horizon}", &COMMENT_INTERACTION_HORIZON_SECS.to_string())
-        .replace("{team}", if one_team { "team = ?" } else { "1" })
+/// [`RECENT_COMMENTS_SQL`] for every team (`teams` = 0) or for `teams` teams. Placeholders
+/// in order: the span in seconds, the teams, the limit.
+pub fn recent_comments_sql(teams: usize) -> String {
+    let filter = if teams > 0 {
+        format!("team IN ({})", vec!["?"; teams].join(", "))
+    } else {
+        "1".to_string()
+    };
+    RECENT_COMMENTS_SQL.replace("{team}", &filter)
+}
+
+/// The teams with ratings in the last `?` seconds, from the rollups' hours (a few hundred
+/// rows whatever the history).
+pub const RECENT_TEAMS_SQL: &str = "SELECT DISTINCT team FROM {db}.rollups \
+     WHERE grain = 'hour' AND bucket >= toStartOfHour(now()) - ? AND dimension = '' AND metric != '' AND responses != 0 \
+     ORDER BY team";
+
+/// The context of `n` interactions (`?` placeholders, their ids) from
+/// `interaction_context` (migration 8), read by its ordering key: a few small granules per
+/// id, whatever the history.
+pub fn interaction_context_sql(n: usize) -> String {
+    format!(
+        "SELECT interaction_id, any(kind) AS kind, any(channel) AS channel, any(service) AS service, \
+                any(product) AS product \
+         FROM {{db}}.interaction_context WHERE interaction_id IN ({}) GROUP BY interaction_id",
+        vec!["?"; n.max(1)].join(", ")
+    )
+}
+
+/// A recent comment as [`recent_comments_sql`] reads it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
+pub struct RecentComment {
+    pub team: String,
+    pub rating_id: String,
+    pub occurred_at_ms: i64,
+    pub metric: Metric,
+    pub score: i32,
+    pub comment: String,
+    pub channel: String,
+    pub service: String,
+    pub orphan: u8,
+    pub interaction_id: String,
+    pub interaction_kind: String,
+}
+
+/// An interaction's context as [`interaction_context_sql`] reads it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
+pub struct InteractionContext {
+    pub interaction_id: String,
+    pub kind: String,
+    pub channel: String,
+    pub service: String,
+    pub product: String,
 }
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
@@ -286,13 +324,101 @@ pub async fn breakdown(
     ch.fetch_query(q).await
 }
 
-/// The latest `limit` comments of one team (or of every team, `None`), newest first.
+/// The latest `limit` comments of one team (or of every team, `None`), newest first, each
+/// with its interaction's context (empty strings when the interaction is not known: an
+/// orphan or a rating without interaction; the kind then comes from the rating's join).
+/// Bounded whatever the history: first the last [`COMMENTS_FIRST_SECS`]; then, for the
+/// teams with fewer than `limit` there (of those with ratings in the last day, from the
+/// rollups), the last [`COMMENTS_RECENT_SECS`], by their ranges of the key; then the
+/// context of the comments kept, by interaction_id.
 pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<CommentRow>, Error> {
-    let q = match team {
-        Some(t) => ch.query(&comments_sql(true)).bind(t).bind(limit).bind(t),
-        None => ch.query(&comments_sql(false)).bind(limit),
+    let recent = |secs: u32, teams: &[String]| {
+        let mut q = ch.query(&recent_comments_sql(teams.len())).bind(secs);
+        for t in teams {
+            q = q.bind(t.as_str());
+        }
+        ch.fetch_query::<RecentComment>(q.bind(limit))
     };
-    ch.fetch_query(q).await
+    let only: Vec<String> = team.iter().map(|t| t.to_string()).collect();
+    let mut rows = recent(COMMENTS_FIRST_SECS, &only).await?;
+    let mut per_team: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &rows {
+        *per_team.entry(r.team.clone()).or_default() += 1;
+    }
+    let complete: BTreeSet<String> = per_team
+        .into_iter()
+        .filter(|(_, n)| *n >= limit)
+        .map(|(t, _)| t)
+        .collect();
+    let short: Vec<String> = if team.is_some() {
+        only.into_iter().filter(|t| !complete.contains(t)).collect()
+    } else {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct Team {
+            team: String,
+        }
+        let teams: Vec<Team> = ch
+            .fetch_query(ch.query(RECENT_TEAMS_SQL).bind(COMMENTS_RECENT_SECS + 3600))
+            .await?;
+        teams
+            .into_iter()
+            .map(|t| t.team)
+            .filter(|t| !complete.contains(t))
+            .collect()
+    };
+    if !short.is_empty() {
+        let older = recent(COMMENTS_RECENT_SECS, &short).await?;
+        // The longer span holds the shorter one: its rows replace those of its teams.
+        rows.retain(|r| complete.contains(&r.team));
+        rows.extend(older);
+    }
+    let ids: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r.interaction_id.as_str())
+        .filter(|i| !i.is_empty())
+        .collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let mut context = HashMap::new();
+    for chunk in ids.chunks(1000) {
+        let mut q = ch.query(&interaction_context_sql(chunk.len()));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for c in ch.fetch_query::<InteractionContext>(q).await? {
+            context.insert(c.interaction_id.clone(), c);
+        }
+    }
+    let mut out: Vec<CommentRow> = rows.into_iter().map(|r| comment_row(r, &context)).collect();
+    out.sort_by(|a, b| {
+        (a.team.as_str(), -a.occurred_at_ms, a.rating_id.as_str()).cmp(&(
+            b.team.as_str(),
+            -b.occurred_at_ms,
+            b.rating_id.as_str(),
+        ))
+    });
+    Ok(out)
+}
+
+/// A recent comment with its interaction's context, when known.
+pub fn comment_row(r: RecentComment, context: &HashMap<String, InteractionContext>) -> CommentRow {
+    let c = context.get(&r.interaction_id);
+    let field = |f: fn(&InteractionContext) -> &String| c.map(|c| f(c).clone()).unwrap_or_default();
+    CommentRow {
+        i_kind: c.map_or_else(|| r.interaction_kind.clone(), |c| c.kind.clone()),
+        i_channel: field(|c| &c.channel),
+        i_service: field(|c| &c.service),
+        i_product: field(|c| &c.product),
+        team: r.team,
+        rating_id: r.rating_id,
+        occurred_at_ms: r.occurred_at_ms,
+        metric: r.metric,
+        score: r.score,
+        comment: r.comment,
+        channel: r.channel,
+        service: r.service,
+        orphan: r.orphan,
+        interaction_id: r.interaction_id,
+    }
 }
 
 /// Data health of every team that has events.
@@ -371,8 +497,10 @@ mod tests {
                 WHERE grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 ORDER BY team, metric, ts", &[]),
             "trend_team": fill(TREND_TEAM_SQL, &["'hour'", "86400", "'payments'"]),
             "breakdown": fill(&breakdown_sql(Window::Hour, true), &["'payments'"]),
-            "comments": fill(&comments_sql(true), &["'payments'", "20", "'payments'"]),
-            "comments_all": fill(&comments_sql(false), &["1"]),
+            "comments": fill(&recent_comments_sql(1), &["86400", "'payments'", "20"]),
+            "comments_all": fill(&recent_comments_sql(0), &["86400", "1"]),
+            "recent_teams": fill(RECENT_TEAMS_SQL, &["90000"]),
+            "context": fill(&interaction_context_sql(2), &["'i1'", "'i9'"]),
             "breakdown_all": fill(&breakdown_sql(Window::Hour, false), &[]),
             "health": fill(HEALTH_SQL, &[]),
             "ces_squares": fill(&ces_squares_sql(Window::Hour), &[]),
@@ -439,10 +567,55 @@ mod tests {
         let c = r["comments"].as_array().unwrap();
         assert_eq!(c.len(), 2, "{r}");
         assert_eq!(c[0]["rating_id"], "r3");
-        assert_eq!(c[0]["i_kind"], "");
+        assert_eq!(c[0]["interaction_kind"], "");
         assert_eq!(c[1]["rating_id"], "r1");
-        assert_eq!(c[1]["i_kind"], "order");
-        assert_eq!(c[1]["i_product"], "payments-card");
+        assert_eq!(c[1]["interaction_kind"], "order");
+        assert_eq!(
+            r["recent_teams"],
+            serde_json::json!([{"team": "payments"}, {"team": "unowned"}])
+        );
+        // The materialized view of migration 8 holds i1 (landed after it); i9 never landed.
+        let ctx = r["context"].as_array().unwrap();
+        assert_eq!(ctx.len(), 1, "{r}");
+        assert_eq!(
+            (
+                &ctx[0]["interaction_id"],
+                &ctx[0]["kind"],
+                &ctx[0]["channel"],
+                &ctx[0]["service"],
+                &ctx[0]["product"]
+            ),
+            (
+                &"i1".into(),
+                &"order".into(),
+                &"web".into(),
+                &"checkout-api".into(),
+                &"payments-card".into()
+            )
+        );
+        let rows: Vec<RecentComment> = serde_json::from_value(r["comments"].clone()).unwrap();
+        let ctx: Vec<InteractionContext> = serde_json::from_value(r["context"].clone()).unwrap();
+        let ctx = ctx
+            .into_iter()
+            .map(|c| (c.interaction_id.clone(), c))
+            .collect();
+        let shown: Vec<CommentRow> = rows.into_iter().map(|r| comment_row(r, &ctx)).collect();
+        assert_eq!(
+            (
+                shown[0].i_kind.as_str(),
+                shown[0].i_product.as_str(),
+                shown[0].i_channel.as_str()
+            ),
+            ("", "", "")
+        );
+        assert_eq!(
+            (
+                shown[1].i_kind.as_str(),
+                shown[1].i_product.as_str(),
+                shown[1].i_channel.as_str()
+            ),
+            ("order", "payments-card", "web")
+        );
         // One comment per team with `LIMIT 1 BY team`: payments' newest.
         let c = r["comments_all"].as_array().unwrap();
         assert_eq!(c.len(), 1, "{r}");

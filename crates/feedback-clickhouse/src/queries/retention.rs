@@ -7,9 +7,13 @@ use serde::Deserialize;
 
 use crate::{Ch, Error};
 
-/// The raw tables retention applies to (never `rollups`, never `dead_letters`, which has
-/// its own TTL where supported).
-pub const RAW_TABLES: [&str; 2] = ["interactions", "ratings"];
+/// The raw tables retention applies to, and `interaction_context` (migration 8: the
+/// interactions' context, expiring with them); never `rollups`, never `dead_letters`, which
+/// has its own TTL where supported.
+pub const RAW_TABLES: [&str; 3] = ["interactions", "ratings", "interaction_context"];
+
+/// The tables of [`RAW_TABLES`] that hold events (the rows `retention` reports removed).
+pub const EVENT_TABLES: [&str; 2] = ["interactions", "ratings"];
 
 /// One month partition of a raw table.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
@@ -25,7 +29,7 @@ pub async fn raw_partitions(ch: &Ch) -> Result<Vec<MonthPartition>, Error> {
     ch.fetch_query(
         ch.query(
             "SELECT table, partition, sum(rows) AS rows FROM system.parts \
-             WHERE database = ? AND table IN ('interactions', 'ratings') AND active \
+             WHERE database = ? AND table IN ('interactions', 'ratings', 'interaction_context') AND active \
              GROUP BY table, partition ORDER BY partition, table",
         )
         .bind(ch.database()),
