@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod fresh;
 pub mod queries;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,7 @@ use serde_json::{json, Value};
 
 use self::access::{Access, CommentAccess};
 use self::alerts::{Decision, Episodes, Rule, Sample, Target};
+use self::fresh::{Ages, Fresh};
 use self::queries::{BreakdownRow, CommentRow, Queries, TrendRow, WindowRow};
 use feedback_clickhouse::Window;
 use feedback_events::Metric;
@@ -141,19 +143,26 @@ struct AppState {
     /// Snapshots computed in the last `refresh`: many viewers of one page cost one query set.
     cache: Mutex<HashMap<String, (Instant, Arc<Value>)>>,
     /// The whole board's numbers per window, read at most once per `refresh` (one query
-    /// set for every page open, whatever the number of teams watched).
-    data: tokio::sync::Mutex<HashMap<Window, (Instant, Arc<BoardData>)>>,
+    /// set for every page open, whatever the number of teams watched), served while read
+    /// again ([`fresh`]).
+    data: Arc<Fresh<Window, BoardData>>,
+    /// Every team's breakdown per window, likewise (the team pages show it, the index not).
+    breakdowns: Arc<Fresh<Window, Vec<BreakdownRow>>>,
     /// Every team's latest comments, read every [`COMMENT_REFRESHES`] refreshes.
-    comments_cache: tokio::sync::Mutex<Option<(Instant, Arc<Vec<CommentRow>>)>>,
+    comments_cache: Arc<Fresh<(), Vec<CommentRow>>>,
 }
 
-/// Everything every page shows for one window, for every team: read in one query set.
+/// What the index and every team page show for one window, for every team: read in one
+/// query set.
 struct BoardData {
     windows: Vec<WindowRow>,
     trend: Vec<TrendRow>,
-    breakdown: Vec<BreakdownRow>,
     health: Vec<queries::TeamHealthRow>,
 }
+
+/// A value older than its refresh is served while read again, up to this many times its
+/// refresh (a page looked at again after a longer pause waits for new numbers).
+const STALE_REFRESHES: u32 = 10;
 
 /// Comments are read every this many refreshes (they cost the most, a slice of raw rows, and
 /// change least).
@@ -259,41 +268,49 @@ impl AppState {
         Ok(v)
     }
 
-    /// The board's numbers for `window`, read again when older than `refresh`; concurrent
-    /// callers wait for the one read in flight instead of starting their own.
-    async fn data(&self, window: Window) -> anyhow::Result<Arc<BoardData>> {
-        let mut data = self.data.lock().await;
-        if let Some((at, d)) = data.get(&window) {
-            if at.elapsed() < self.refresh {
-                return Ok(d.clone());
-            }
+    /// How long the board's numbers live: fresh for one refresh, then served while read
+    /// again for up to [`STALE_REFRESHES`] refreshes.
+    fn ages(&self, refreshes: u32) -> Ages {
+        Ages {
+            max_age: self.refresh * refreshes,
+            stale: self.refresh * refreshes * STALE_REFRESHES,
         }
-        let (windows, trend, breakdown, health) = tokio::try_join!(
-            self.q.windows(window, None),
-            self.q.trend(window, None),
-            self.q.breakdown(None, window),
-            self.q.health(),
-        )?;
-        let d = Arc::new(BoardData {
-            windows,
-            trend,
-            breakdown,
-            health,
-        });
-        data.insert(window, (Instant::now(), d.clone()));
-        Ok(d)
+    }
+
+    /// The board's numbers for `window` ([`fresh::Fresh`]: one read at a time, served
+    /// while read again).
+    async fn data(&self, window: Window) -> anyhow::Result<Arc<BoardData>> {
+        let q = self.q.clone();
+        self.data
+            .get(window, self.ages(1), move || async move {
+                let (windows, trend, health) =
+                    tokio::try_join!(q.windows(window, None), q.trend(window, None), q.health(),)?;
+                Ok(BoardData {
+                    windows,
+                    trend,
+                    health,
+                })
+            })
+            .await
+    }
+
+    /// Every team's breakdown for `window`, like [`AppState::data`].
+    async fn breakdowns(&self, window: Window) -> anyhow::Result<Arc<Vec<BreakdownRow>>> {
+        let q = self.q.clone();
+        self.breakdowns
+            .get(window, self.ages(1), move || async move {
+                q.breakdown(None, window).await
+            })
+            .await
     }
 
     async fn latest_comments(&self) -> anyhow::Result<Arc<Vec<CommentRow>>> {
-        let mut cache = self.comments_cache.lock().await;
-        if let Some((at, c)) = cache.as_ref() {
-            if at.elapsed() < self.refresh * COMMENT_REFRESHES {
-                return Ok(c.clone());
-            }
-        }
-        let c = Arc::new(self.q.comments(None, self.comments).await?);
-        *cache = Some((Instant::now(), c.clone()));
-        Ok(c)
+        let (q, n) = (self.q.clone(), self.comments);
+        self.comments_cache
+            .get((), self.ages(COMMENT_REFRESHES), move || async move {
+                q.comments(None, n).await
+            })
+            .await
     }
 
     async fn index_snapshot(&self, window: Window) -> anyhow::Result<Arc<Value>> {
@@ -351,11 +368,16 @@ impl AppState {
         self.cached(key, || async move {
             // The numbers and, for viewers allowed to read them, the comments (read on their
             // own cadence; the index never waits for them).
-            let (d, all_comments) = if access.allowed() {
-                let (d, c) = tokio::try_join!(self.data(window), self.latest_comments())?;
-                (d, Some(c))
+            let (d, breakdown, all_comments) = if access.allowed() {
+                let (d, b, c) = tokio::try_join!(
+                    self.data(window),
+                    self.breakdowns(window),
+                    self.latest_comments()
+                )?;
+                (d, b, Some(c))
             } else {
-                (self.data(window).await?, None)
+                let (d, b) = tokio::try_join!(self.data(window), self.breakdowns(window))?;
+                (d, b, None)
             };
             let mine = |t: &String| *t == team.team;
             let rows: Vec<&WindowRow> = d.windows.iter().filter(|r| mine(&r.team)).collect();
@@ -376,7 +398,7 @@ impl AppState {
                     .push(json!([r.ts, r.value, r.responses]));
             }
             let mut b: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-            for r in d.breakdown.iter().filter(|r| mine(&r.team)) {
+            for r in breakdown.iter().filter(|r| mine(&r.team)) {
                 b.entry(r.dimension.as_str()).or_default().push(json!({
                     "metric": r.metric, "value": r.dim_value,
                     "score": r.value, "responses": r.responses,
@@ -888,8 +910,9 @@ pub async fn run(
         refresh: Duration::from_millis(args.refresh_ms.max(100)),
         comments: args.comments.clamp(1, 500),
         cache: Mutex::new(HashMap::new()),
-        data: tokio::sync::Mutex::new(HashMap::new()),
-        comments_cache: tokio::sync::Mutex::new(None),
+        data: Arc::default(),
+        breakdowns: Arc::default(),
+        comments_cache: Arc::default(),
     });
 
     if args.alert_interval_ms > 0 {
