@@ -35,10 +35,12 @@ use super::Args;
 
 /// The API board's snapshot cache lifetime (the board's smallest).
 const API_REFRESH_MS: u64 = 100;
-/// Pause between two timed API calls: longer than every cache of the board (snapshots and
-/// the board's numbers live one refresh, the latest comments five), so that each call runs
-/// the whole query set behind it.
+/// Pause between two timed API calls: longer than every cache of the board is fresh
+/// (snapshots and the board's numbers one refresh, the latest comments five), so that each
+/// call finds its numbers stale and has them read again.
 const API_SPACING_MS: u64 = 6 * API_REFRESH_MS;
+/// The board's default number of latest comments per team (`--comments`).
+const DEFAULT_COMMENTS: u64 = 20;
 /// The live board's refresh: the production default.
 const LIVE_REFRESH_MS: u64 = 1000;
 const DAY: u32 = 86_400;
@@ -325,7 +327,14 @@ fn method(ctx: &Ctx) -> Vec<String> {
         format!(
             "API: `feedback board` child process, refresh {API_REFRESH_MS} ms, alerts off; {} sequential call(s) per row \
              after one warm-up, {API_SPACING_MS} ms apart (longer than every cache of the board, comments included); wall \
-             time of the HTTP call (body read); \"queried\" counts calls during which the board ran ClickHouse queries",
+             time of the HTTP call (body read); \"queried\" counts calls during which the board ran ClickHouse queries \
+             (a call older than one refresh is served the last numbers while they are read again in the background; \
+             the \"board reads\" rows time those reads)",
+            ctx.args.read_scale_calls
+        ),
+        format!(
+            "board reads: the board's query sets (feedback_clickhouse::queries::board) run as the board runs them, \
+             every team at once, {} sequential run(s) after one warm-up",
             ctx.args.read_scale_calls
         ),
         format!(
@@ -469,6 +478,7 @@ async fn fill_and_measure(
 
     let mut figures = Vec::new();
     api(ctx, common, tag, &mut figures).await?;
+    reads(ctx, ch, tag, &mut figures).await?;
     panels(ctx, ch, tag, now, &mut figures).await?;
     let live = live(ctx, common, tag).await?;
     Ok(SizeResult {
@@ -653,6 +663,92 @@ async fn api(
                 queried[k],
                 rounds,
                 errors[k]
+            ),
+        );
+        figures.push(f);
+    }
+    Ok(())
+}
+
+/// The board's query sets themselves, run as the board runs them (concurrently, every team
+/// at once) against the scratch database: how long a fresh snapshot takes, so how much older
+/// than one refresh the numbers a page shows can be. The API calls above are served while
+/// these run again in the background ([`feedback_board::fresh`]).
+async fn reads(ctx: &Ctx<'_>, ch: &Ch, tag: &str, figures: &mut Vec<Figure>) -> anyhow::Result<()> {
+    use feedback_clickhouse::queries::board as b;
+    use feedback_clickhouse::Window;
+    let rounds = ctx.args.read_scale_calls.max(1);
+    let mut sets: Vec<(String, String, Option<Window>)> = Vec::new();
+    for w in [Window::Hour, Window::Day, Window::Week] {
+        sets.push((
+            format!("read_index_{}", w.name()),
+            format!("index numbers, {}: windows, trend, health", w.name()),
+            Some(w),
+        ));
+        sets.push((
+            format!("read_breakdown_{}", w.name()),
+            format!("team pages' breakdowns, {}", w.name()),
+            Some(w),
+        ));
+    }
+    sets.push((
+        "read_comments".into(),
+        "latest comments of every team".into(),
+        None,
+    ));
+    progress(
+        tag,
+        format!(
+            "board reads: {} runs of {} query sets",
+            rounds + 1,
+            sets.len()
+        ),
+    );
+    for (id, label, window) in sets {
+        let mut times = Vec::new();
+        let mut errors = 0;
+        let mut last_error = String::new();
+        for round in 0..=rounds {
+            let t = Instant::now();
+            let r: Result<(), feedback_clickhouse::Error> = match window {
+                Some(w) if id.starts_with("read_index") => tokio::try_join!(
+                    b::windows(ch, w, None),
+                    b::trend(ch, w, None),
+                    b::health(ch)
+                )
+                .map(|_| ()),
+                Some(w) => b::breakdown(ch, None, w).await.map(|_| ()),
+                None => b::comments(ch, None, DEFAULT_COMMENTS).await.map(|_| ()),
+            };
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            if round > 0 {
+                match r {
+                    Ok(()) => times.push(ms),
+                    Err(e) => {
+                        errors += 1;
+                        last_error = e.to_string();
+                    }
+                }
+            }
+        }
+        let f = figure(
+            id.clone(),
+            times,
+            errors,
+            None,
+            if errors > 0 {
+                format!("{label}; last error: {last_error}")
+            } else {
+                label
+            },
+        );
+        progress(
+            tag,
+            format!(
+                "{id}: p50 {} ms, p95 {} ms, max {} ms",
+                ms(f.p50),
+                ms(f.p95),
+                ms(f.max)
             ),
         );
         figures.push(f);
@@ -1007,10 +1103,12 @@ pub fn lines(sizes: &[SizeResult]) -> Vec<Line> {
         let id = &f0.id;
         let group = if id.starts_with("api_") {
             "board API"
+        } else if id.starts_with("read_") {
+            "board reads"
         } else {
             "Grafana panel"
         };
-        let (limit, target) = if group == "board API" {
+        let (limit, target) = if group != "Grafana panel" {
             (API_P95_MS, format!("p95 ≤ {API_P95_MS} ms, ≤ {MAX_RATIO}×"))
         } else {
             (
