@@ -272,8 +272,8 @@ def expected():
     low.sort(key=lambda r: (-rtime(r), r[0]))
     e[("Feedback / Team", "Latest low scores with comments")] = [
         [ts(rtime(r)), r[0], r[3], r[4], r[9], r[7] or "", r[8] or "",
-         inter[r[7]][4] if r[7] in inter and inter[r[7]][2] == team else "",
-         inter[r[7]][3] if r[7] in inter and inter[r[7]][2] == team else ""] for r in low][:50]
+         inter[r[7]][4] if r[7] in inter else "",
+         inter[r[7]][3] if r[7] in inter else ""] for r in low][:50]
 
     all_rows = []
     for tm in teams:

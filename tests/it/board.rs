@@ -492,6 +492,108 @@ async fn insert_ratings(ch: &Ch, rows: &[Seed<'_>]) {
     }
 }
 
+/// The latest comments come from slices of growing span (15 min, 3 h, 24 h), each read only
+/// for the teams short of the limit in the one before: whatever slice a team's comments are
+/// in, it gets its newest `limit`, newest first; comments older than 24 h are not shown;
+/// the interaction's context comes from `interaction_context` (migration 8), or the kind
+/// the join recorded when the interaction never landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
+    let env = Env::new("boardslices");
+    env.run(&["migrate"]);
+    let ch = env.clickhouse();
+    let c = |id: &str, team: &'static str, ago: i64| -> Seed<'static> {
+        (id.to_string(), team, "csat", 2, ago, Some("slow"))
+    };
+    // d1 rates a landed interaction (its context from interaction_context), l1 one that
+    // never landed (the kind from the rating's join only).
+    ch.execute(
+        "INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, interaction_id, metric, score, comment, \
+         service, channel, customer_ref, product, attributes, team, attribution, ownership_version, orphan, \
+         interaction_kind, source_topic, source_partition, source_offset, attributed_at_ms) VALUES \
+         ('d1', now() - 300, (toInt64(toUInt32(now())) - 300) * 1000, 'i-d1', 'csat', 2, 'slow', 'svc', 'web', 'c', NULL, \
+          '{}', 'delivery', 'interaction', 'v', 0, 'order', 't', 0, 0, 0), \
+         ('l1', now() - 72000, (toInt64(toUInt32(now())) - 72000) * 1000, 'i-l1', 'csat', 2, 'slow', 'svc', 'web', 'c', NULL, \
+          '{}', 'loyalty', 'interaction', 'v', 0, 'visit', 't', 0, 0, 0)",
+    )
+    .await
+    .unwrap();
+    ch.execute(
+        "INSERT INTO {db}.interactions (interaction_id, occurred_at, occurred_at_ms, service, channel, kind, customer_ref, \
+         product, attributes, team, attribution, ownership_version, source_topic, source_partition, source_offset, attributed_at_ms) \
+         VALUES ('i-d1', now() - 400, 0, 'parcel-tracker', 'phone', 'order', 'c', 'parcels', '{}', 'delivery', 'claim', 'v', 't', 0, 0, 0)",
+    )
+    .await
+    .unwrap();
+    insert_ratings(
+        &ch,
+        &[
+            // payments: three in the last 15 minutes (limit 2: the two newest) and an older one.
+            c("p1", "payments", 60),
+            c("p2", "payments", 120),
+            c("p3", "payments", 180),
+            c("p4", "payments", 7200),
+            // delivery: d1 5 minutes ago (above), one an hour ago (second slice), one 10 h ago.
+            c("d2", "delivery", 3600),
+            c("d3", "delivery", 36000),
+            // loyalty: l1 20 h ago (third slice, above); stores: only one 30 h ago (none shown).
+            c("s1", "stores", 108000),
+            // a rating without comment is never shown.
+            ("n1".to_string(), "loyalty", "csat", 1, 60, None),
+        ],
+    )
+    .await;
+    let all = feedback_clickhouse::queries::board::comments(&ch, None, 2)
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.team.as_str(), r.rating_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("delivery", "d1"),
+            ("delivery", "d2"),
+            ("loyalty", "l1"),
+            ("payments", "p1"),
+            ("payments", "p2"),
+        ]
+    );
+    let d1 = &all[0];
+    assert_eq!(
+        (
+            d1.i_kind.as_str(),
+            d1.i_channel.as_str(),
+            d1.i_service.as_str(),
+            d1.i_product.as_str()
+        ),
+        ("order", "phone", "parcel-tracker", "parcels")
+    );
+    let l1 = &all[2];
+    assert_eq!(
+        (
+            l1.i_kind.as_str(),
+            l1.i_channel.as_str(),
+            l1.interaction_id.as_str()
+        ),
+        ("visit", "", "i-l1")
+    );
+    // One team at a time: the same rows.
+    for team in ["payments", "delivery", "loyalty", "stores"] {
+        let one = feedback_clickhouse::queries::board::comments(&ch, Some(team), 2)
+            .await
+            .unwrap();
+        let want: Vec<&str> = got
+            .iter()
+            .filter(|(t, _)| *t == team)
+            .map(|(_, id)| *id)
+            .collect();
+        let one: Vec<&str> = one.iter().map(|r| r.rating_id.as_str()).collect();
+        assert_eq!(one, want, "{team}");
+    }
+}
+
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(unique(tag));
     std::fs::create_dir_all(&d).unwrap();

@@ -158,6 +158,9 @@ struct BoardData {
     windows: Vec<WindowRow>,
     trend: Vec<TrendRow>,
     health: Vec<queries::TeamHealthRow>,
+    /// When these numbers were read (ms since the epoch): a snapshot served while read
+    /// again is older than its `generated_at_ms`.
+    read_at_ms: i64,
 }
 
 /// A value older than its refresh is served while read again, up to this many times its
@@ -289,6 +292,7 @@ impl AppState {
                     windows,
                     trend,
                     health,
+                    read_at_ms: feedback_runtime::now_ms(),
                 })
             })
             .await
@@ -350,7 +354,7 @@ impl AppState {
                 .collect();
             Ok(json!({
                 "window": window.name(), "grain": window.trend_grain(), "span_secs": window.secs(),
-                "generated_at_ms": feedback_runtime::now_ms(),
+                "generated_at_ms": feedback_runtime::now_ms(), "read_at_ms": d.read_at_ms,
                 "teams": teams, "health": health_json(&health),
             }))
         })
@@ -407,7 +411,7 @@ impl AppState {
             Ok(json!({
                 "team": team.team, "name": team.name, "contact": team.contact,
                 "window": window.name(), "grain": window.trend_grain(), "span_secs": window.secs(),
-                "generated_at_ms": feedback_runtime::now_ms(),
+                "generated_at_ms": feedback_runtime::now_ms(), "read_at_ms": d.read_at_ms,
                 "metrics": metrics_json(&rows, window),
                 "trend": t,
                 "breakdown": b,

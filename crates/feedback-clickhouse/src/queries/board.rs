@@ -101,10 +101,12 @@ pub struct BreakdownRow {
 /// in the raw tables (Grafana's comments panel takes any time range).
 pub const COMMENTS_RECENT_SECS: u32 = 86400;
 
-/// The first, short slice the latest comments are looked for in: a team with enough
-/// comments in it (every busy one) is served from these minutes alone; only the others are
-/// looked for over [`COMMENTS_RECENT_SECS`], by name.
-pub const COMMENTS_FIRST_SECS: u32 = 900;
+/// The slices the latest comments are looked for in, shortest first: a team with enough
+/// comments in one (every busy one, in the first) is served from it; only the others are
+/// looked for in the next, by name (the ordering key `(team, ...)` prunes the rest), up to
+/// [`COMMENTS_RECENT_SECS`]. A quiet spell (night, a stopped producer) moves the busy teams
+/// to the second slice, not to a whole day of everyone's comments.
+pub const COMMENT_SLICES_SECS: [u32; 3] = [900, 3 * 3600, COMMENTS_RECENT_SECS];
 
 /// The latest `?` comments per team of the last `?` seconds, newest first, without their
 /// interaction's context. `{team}` is `1` or `team IN (...)` (one or more teams: the
@@ -327,10 +329,10 @@ pub async fn breakdown(
 /// The latest `limit` comments of one team (or of every team, `None`), newest first, each
 /// with its interaction's context (empty strings when the interaction is not known: an
 /// orphan or a rating without interaction; the kind then comes from the rating's join).
-/// Bounded whatever the history: first the last [`COMMENTS_FIRST_SECS`]; then, for the
-/// teams with fewer than `limit` there (of those with ratings in the last day, from the
-/// rollups), the last [`COMMENTS_RECENT_SECS`], by their ranges of the key; then the
-/// context of the comments kept, by interaction_id.
+/// Bounded whatever the history: the slices of [`COMMENT_SLICES_SECS`] in turn, each for
+/// the teams that had fewer than `limit` in the one before (of those with ratings in the
+/// last day, from the rollups), by their ranges of the key; then the context of the
+/// comments kept, by interaction_id.
 pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<CommentRow>, Error> {
     let recent = |secs: u32, teams: &[String]| {
         let mut q = ch.query(&recent_comments_sql(teams.len())).bind(secs);
@@ -339,38 +341,50 @@ pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<Com
         }
         ch.fetch_query::<RecentComment>(q.bind(limit))
     };
-    let only: Vec<String> = team.iter().map(|t| t.to_string()).collect();
-    let mut rows = recent(COMMENTS_FIRST_SECS, &only).await?;
-    let mut per_team: BTreeMap<String, u64> = BTreeMap::new();
-    for r in &rows {
-        *per_team.entry(r.team.clone()).or_default() += 1;
-    }
-    let complete: BTreeSet<String> = per_team
-        .into_iter()
-        .filter(|(_, n)| *n >= limit)
-        .map(|(t, _)| t)
-        .collect();
-    let short: Vec<String> = if team.is_some() {
-        only.into_iter().filter(|t| !complete.contains(t)).collect()
-    } else {
-        #[derive(clickhouse::Row, Deserialize)]
-        struct Team {
-            team: String,
+    // Teams still looked for: the one asked for, or every team with ratings in the last
+    // day (from the rollups) once the first slice has been read for all of them.
+    let mut rows: Vec<RecentComment> = Vec::new();
+    let mut short: Option<Vec<String>> = team.map(|t| vec![t.to_string()]);
+    for (i, secs) in COMMENT_SLICES_SECS.into_iter().enumerate() {
+        let found = match &short {
+            None => recent(secs, &[]).await?,
+            Some(teams) if teams.is_empty() => break,
+            Some(teams) => recent(secs, teams).await?,
+        };
+        let mut per_team: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &found {
+            *per_team.entry(r.team.as_str()).or_default() += 1;
         }
-        let teams: Vec<Team> = ch
-            .fetch_query(ch.query(RECENT_TEAMS_SQL).bind(COMMENTS_RECENT_SECS + 3600))
-            .await?;
-        teams
+        let complete: BTreeSet<String> = per_team
             .into_iter()
-            .map(|t| t.team)
-            .filter(|t| !complete.contains(t))
-            .collect()
-    };
-    if !short.is_empty() {
-        let older = recent(COMMENTS_RECENT_SECS, &short).await?;
-        // The longer span holds the shorter one: its rows replace those of its teams.
-        rows.retain(|r| complete.contains(&r.team));
-        rows.extend(older);
+            .filter(|(_, n)| *n >= limit || i + 1 == COMMENT_SLICES_SECS.len())
+            .map(|(t, _)| t.to_string())
+            .collect();
+        let found_teams: BTreeSet<String> = found.iter().map(|r| r.team.clone()).collect();
+        let candidates = match short.take() {
+            Some(teams) => teams,
+            // Every team seen in the first slice too: rollups that do not count everything
+            // yet (before a rebuild) must not hide a team's comments.
+            None => {
+                #[derive(clickhouse::Row, Deserialize)]
+                struct Team {
+                    team: String,
+                }
+                let teams: Vec<Team> = ch
+                    .fetch_query(ch.query(RECENT_TEAMS_SQL).bind(COMMENTS_RECENT_SECS + 3600))
+                    .await?;
+                let mut all: BTreeSet<String> = teams.into_iter().map(|t| t.team).collect();
+                all.extend(found_teams);
+                all.into_iter().collect()
+            }
+        };
+        rows.extend(found.into_iter().filter(|r| complete.contains(&r.team)));
+        short = Some(
+            candidates
+                .into_iter()
+                .filter(|t| !complete.contains(t))
+                .collect(),
+        );
     }
     let ids: BTreeSet<&str> = rows
         .iter()

@@ -39,6 +39,9 @@ const API_REFRESH_MS: u64 = 100;
 /// (snapshots and the board's numbers one refresh, the latest comments five), so that each
 /// call finds its numbers stale and has them read again.
 const API_SPACING_MS: u64 = 6 * API_REFRESH_MS;
+/// Pause between two calls of one endpoint in the "looked at again" rows: longer than the
+/// board's numbers are fresh (one refresh), shorter than it serves them stale (10 refreshes).
+const SERVED_SPACING_MS: u64 = 2 * API_REFRESH_MS;
 /// The board's default number of latest comments per team (`--comments`).
 const DEFAULT_COMMENTS: u64 = 20;
 /// The live board's refresh: the production default.
@@ -325,11 +328,12 @@ fn method(ctx: &Ctx) -> Vec<String> {
             ctx.busy
         ),
         format!(
-            "API: `feedback board` child process, refresh {API_REFRESH_MS} ms, alerts off; {} sequential call(s) per row \
-             after one warm-up, {API_SPACING_MS} ms apart (longer than every cache of the board, comments included); wall \
-             time of the HTTP call (body read); \"queried\" counts calls during which the board ran ClickHouse queries \
-             (a call older than one refresh is served the last numbers while they are read again in the background; \
-             the \"board reads\" rows time those reads)",
+            "API: `feedback board` child process, refresh {API_REFRESH_MS} ms (its numbers are fresh for one refresh and \
+             served while read again up to 10), alerts off; {} call(s) per row after one warm-up, wall time of the HTTP \
+             call (body read). \"read before answering\" rows: the endpoints called in turn, {API_SPACING_MS} ms apart, so \
+             each finds its numbers older than the stale limit and waits for the query set (the cold path: nobody looked \
+             for a while); \"served while read again\" rows: one endpoint called every {SERVED_SPACING_MS} ms (a page looked \
+             at again). \"queried\" counts calls during which the board ran ClickHouse queries",
             ctx.args.read_scale_calls
         ),
         format!(
@@ -640,17 +644,72 @@ async fn api(
             tokio::time::sleep(Duration::from_millis(API_SPACING_MS)).await;
         }
     }
+    // The same calls repeated every two refreshes, one endpoint at a time, as a page that
+    // is looked at again: each finds its numbers older than one refresh but younger than
+    // the stale limit, so it is served the last ones while they are read again.
+    let mut served: Vec<Vec<f64>> = vec![Vec::new(); calls.len()];
+    let mut served_queried = vec![0usize; calls.len()];
+    for (k, (_, path)) in calls.iter().enumerate() {
+        for round in 0..=rounds {
+            let before = queries_run(ctx, &base).await;
+            let t = Instant::now();
+            let ok = match ctx.http.get(format!("{base}{path}")).send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            tokio::time::sleep(Duration::from_millis(SERVED_SPACING_MS)).await;
+            let after = queries_run(ctx, &base).await;
+            if round > 0 {
+                if ok {
+                    served[k].push(ms);
+                } else {
+                    errors[k] += 1;
+                }
+                if let (Some(b), Some(a)) = (before, after) {
+                    if a > b {
+                        served_queried[k] += 1;
+                    }
+                }
+            }
+        }
+    }
     let _ = board.stop();
+    let n = calls.len();
+    let cold = format!(
+        "looked at again after {:.1} s: read before answering",
+        (n as u64 * API_SPACING_MS) as f64 / 1000.0
+    );
+    let again = format!("looked at again every {SERVED_SPACING_MS} ms: served while read again");
     for (k, (id, path)) in calls.into_iter().enumerate() {
+        let f = figure(
+            format!("{id}_again"),
+            std::mem::take(&mut served[k]),
+            0,
+            Some(served_queried[k]),
+            format!("GET {path}, {again}"),
+        );
+        progress(
+            tag,
+            format!(
+                "{id}_again: p50 {} ms, p95 {} ms, max {} ms ({} of {} calls' pauses saw ClickHouse queries)",
+                ms(f.p50),
+                ms(f.p95),
+                ms(f.max),
+                served_queried[k],
+                rounds
+            ),
+        );
+        figures.push(f);
         let f = figure(
             id.clone(),
             std::mem::take(&mut times[k]),
             errors[k],
             Some(queried[k]),
             if errors[k] > 0 {
-                format!("GET {path}; last error: {}", last_error[k])
+                format!("GET {path}, {cold}; last error: {}", last_error[k])
             } else {
-                format!("GET {path}")
+                format!("GET {path}, {cold}")
             },
         );
         progress(
