@@ -548,7 +548,7 @@ async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
         .unwrap();
     let got: Vec<(&str, &str)> = all
         .iter()
-        .map(|r| (r.team.as_str(), r.rating_id.as_str()))
+        .map(|c| (c.rating.team.as_str(), c.rating.rating_id.as_str()))
         .collect();
     assert_eq!(
         got,
@@ -575,7 +575,7 @@ async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
         (
             l1.i_kind.as_str(),
             l1.i_channel.as_str(),
-            l1.interaction_id.as_str()
+            l1.rating.interaction_id.as_str()
         ),
         ("visit", "", "i-l1")
     );
@@ -589,7 +589,7 @@ async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
             .filter(|(t, _)| *t == team)
             .map(|(_, id)| *id)
             .collect();
-        let one: Vec<&str> = one.iter().map(|r| r.rating_id.as_str()).collect();
+        let one: Vec<&str> = one.iter().map(|c| c.rating.rating_id.as_str()).collect();
         assert_eq!(one, want, "{team}");
     }
 }

@@ -393,7 +393,7 @@ impl AppState {
             let comments: Vec<&CommentRow> = all_comments
                 .iter()
                 .flat_map(|c| c.iter())
-                .filter(|r| mine(&r.team))
+                .filter(|c| mine(&c.rating.team))
                 .collect();
             let mut t: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
             for r in d.trend.iter().filter(|r| mine(&r.team)) {
@@ -513,7 +513,7 @@ async fn api_comments(
             .into_response(),
         _ => match s.latest_comments().await {
             Ok(all) => {
-                let items: Vec<&CommentRow> = all.iter().filter(|c| c.team == team).collect();
+                let items: Vec<&CommentRow> = all.iter().filter(|c| c.rating.team == team).collect();
                 Json(json!({ "team": team, "access": access, "items": items })).into_response()
             }
             Err(e) => server_error(e),

@@ -174,18 +174,12 @@ pub struct InteractionContext {
     pub product: String,
 }
 
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
+/// A latest comment as the pages show it: the rating's fields (flattened in JSON) and its
+/// interaction's context.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct CommentRow {
-    pub team: String,
-    pub rating_id: String,
-    pub occurred_at_ms: i64,
-    pub metric: Metric,
-    pub score: i32,
-    pub comment: String,
-    pub channel: String,
-    pub service: String,
-    pub orphan: u8,
-    pub interaction_id: String,
+    #[serde(flatten)]
+    pub rating: RecentComment,
     pub i_kind: String,
     pub i_channel: String,
     pub i_service: String,
@@ -404,6 +398,7 @@ pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<Com
     }
     let mut out: Vec<CommentRow> = rows.into_iter().map(|r| comment_row(r, &context)).collect();
     out.sort_by(|a, b| {
+        let (a, b) = (&a.rating, &b.rating);
         (a.team.as_str(), -a.occurred_at_ms, a.rating_id.as_str()).cmp(&(
             b.team.as_str(),
             -b.occurred_at_ms,
@@ -422,16 +417,7 @@ pub fn comment_row(r: RecentComment, context: &HashMap<String, InteractionContex
         i_channel: field(|c| &c.channel),
         i_service: field(|c| &c.service),
         i_product: field(|c| &c.product),
-        team: r.team,
-        rating_id: r.rating_id,
-        occurred_at_ms: r.occurred_at_ms,
-        metric: r.metric,
-        score: r.score,
-        comment: r.comment,
-        channel: r.channel,
-        service: r.service,
-        orphan: r.orphan,
-        interaction_id: r.interaction_id,
+        rating: r,
     }
 }
 
