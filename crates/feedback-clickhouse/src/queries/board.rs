@@ -354,7 +354,6 @@ pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<Com
             .filter(|(_, n)| *n >= limit || i + 1 == COMMENT_SLICES_SECS.len())
             .map(|(t, _)| t.to_string())
             .collect();
-        let found_teams: BTreeSet<String> = found.iter().map(|r| r.team.clone()).collect();
         let candidates = match short.take() {
             Some(teams) => teams,
             // Every team seen in the first slice too: rollups that do not count everything
@@ -368,7 +367,7 @@ pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<Com
                     .fetch_query(ch.query(RECENT_TEAMS_SQL).bind(COMMENTS_RECENT_SECS + 3600))
                     .await?;
                 let mut all: BTreeSet<String> = teams.into_iter().map(|t| t.team).collect();
-                all.extend(found_teams);
+                all.extend(found.iter().map(|r| r.team.clone()));
                 all.into_iter().collect()
             }
         };
