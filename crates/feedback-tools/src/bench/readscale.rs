@@ -553,6 +553,63 @@ async fn board(
     }
 }
 
+/// What the timed calls of one API row gave.
+#[derive(Default)]
+struct Tally {
+    times: Vec<f64>,
+    errors: usize,
+    queried: usize,
+    last_error: String,
+}
+
+impl Tally {
+    /// One timed call: its outcome, its time, and the board's query count around it.
+    fn add(&mut self, r: Result<(), String>, ms: f64, before: Option<f64>, after: Option<f64>) {
+        match r {
+            Ok(()) => self.times.push(ms),
+            Err(e) => {
+                self.errors += 1;
+                self.last_error = e;
+            }
+        }
+        if let (Some(b), Some(a)) = (before, after) {
+            if a > b {
+                self.queried += 1;
+            }
+        }
+    }
+
+    fn figure(self, id: String, note: String) -> Figure {
+        let note = if self.errors > 0 {
+            format!("{note}; last error: {}", self.last_error)
+        } else {
+            note
+        };
+        figure(id, self.times, self.errors, Some(self.queried), note)
+    }
+}
+
+/// `GET url`, the whole body read: `Err` with the status and the start of the body (or the
+/// transport error) unless it succeeded; and its wall time in ms.
+async fn timed_get(ctx: &Ctx<'_>, url: &str) -> (Result<(), String>, f64) {
+    let t = Instant::now();
+    let r = match ctx.http.get(url).send().await {
+        Ok(r) => {
+            let status = r.status();
+            match (status.is_success(), r.bytes().await) {
+                (true, Ok(_)) => Ok(()),
+                (_, b) => Err(format!(
+                    "HTTP {status}: {}",
+                    b.map(|b| String::from_utf8_lossy(&b).chars().take(200).collect())
+                        .unwrap_or_else(|e| e.to_string())
+                )),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    (r, t.elapsed().as_secs_f64() * 1000.0)
+}
+
 /// The board's count of ClickHouse queries so far.
 async fn queries_run(ctx: &Ctx<'_>, base: &str) -> Option<f64> {
     let text = ctx
@@ -589,10 +646,7 @@ async fn api(
     }
     calls.push(("api_comments".into(), format!("/api/teams/{busy}/comments")));
     let rounds = ctx.args.read_scale_calls.max(1);
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); calls.len()];
-    let mut errors = vec![0usize; calls.len()];
-    let mut queried = vec![0usize; calls.len()];
-    let mut last_error: Vec<String> = vec![String::new(); calls.len()];
+    let mut cold_rows: Vec<Tally> = calls.iter().map(|_| Tally::default()).collect();
     progress(
         tag,
         format!(
@@ -604,42 +658,10 @@ async fn api(
     for round in 0..=rounds {
         for (k, (_, path)) in calls.iter().enumerate() {
             let before = queries_run(ctx, &base).await;
-            let t = Instant::now();
-            let r = ctx.http.get(format!("{base}{path}")).send().await;
-            let ok = match r {
-                Ok(r) => {
-                    let status = r.status();
-                    let body = r.bytes().await;
-                    match (status.is_success(), body) {
-                        (true, Ok(_)) => true,
-                        (_, b) => {
-                            last_error[k] = format!(
-                                "HTTP {status}: {}",
-                                b.map(|b| String::from_utf8_lossy(&b).chars().take(200).collect())
-                                    .unwrap_or_else(|e| e.to_string())
-                            );
-                            false
-                        }
-                    }
-                }
-                Err(e) => {
-                    last_error[k] = e.to_string();
-                    false
-                }
-            };
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let (r, ms) = timed_get(ctx, &format!("{base}{path}")).await;
             let after = queries_run(ctx, &base).await;
             if round > 0 {
-                if ok {
-                    times[k].push(ms);
-                } else {
-                    errors[k] += 1;
-                }
-                if let (Some(b), Some(a)) = (before, after) {
-                    if a > b {
-                        queried[k] += 1;
-                    }
-                }
+                cold_rows[k].add(r, ms, before, after);
             }
             tokio::time::sleep(Duration::from_millis(API_SPACING_MS)).await;
         }
@@ -647,30 +669,15 @@ async fn api(
     // The same calls repeated every two refreshes, one endpoint at a time, as a page that
     // is looked at again: each finds its numbers older than one refresh but younger than
     // the stale limit, so it is served the last ones while they are read again.
-    let mut served: Vec<Vec<f64>> = vec![Vec::new(); calls.len()];
-    let mut served_queried = vec![0usize; calls.len()];
+    let mut again_rows: Vec<Tally> = calls.iter().map(|_| Tally::default()).collect();
     for (k, (_, path)) in calls.iter().enumerate() {
         for round in 0..=rounds {
             let before = queries_run(ctx, &base).await;
-            let t = Instant::now();
-            let ok = match ctx.http.get(format!("{base}{path}")).send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            let (r, ms) = timed_get(ctx, &format!("{base}{path}")).await;
             tokio::time::sleep(Duration::from_millis(SERVED_SPACING_MS)).await;
             let after = queries_run(ctx, &base).await;
             if round > 0 {
-                if ok {
-                    served[k].push(ms);
-                } else {
-                    errors[k] += 1;
-                }
-                if let (Some(b), Some(a)) = (before, after) {
-                    if a > b {
-                        served_queried[k] += 1;
-                    }
-                }
+                again_rows[k].add(r, ms, before, after);
             }
         }
     }
@@ -681,50 +688,21 @@ async fn api(
         (n as u64 * API_SPACING_MS) as f64 / 1000.0
     );
     let again = format!("looked at again every {SERVED_SPACING_MS} ms: served while read again");
-    for (k, (id, path)) in calls.into_iter().enumerate() {
-        let f = figure(
-            format!("{id}_again"),
-            std::mem::take(&mut served[k]),
-            0,
-            Some(served_queried[k]),
-            format!("GET {path}, {again}"),
-        );
-        progress(
-            tag,
-            format!(
-                "{id}_again: p50 {} ms, p95 {} ms, max {} ms ({} of {} calls' pauses saw ClickHouse queries)",
-                ms(f.p50),
-                ms(f.p95),
-                ms(f.max),
-                served_queried[k],
-                rounds
-            ),
-        );
-        figures.push(f);
-        let f = figure(
-            id.clone(),
-            std::mem::take(&mut times[k]),
-            errors[k],
-            Some(queried[k]),
-            if errors[k] > 0 {
-                format!("GET {path}, {cold}; last error: {}", last_error[k])
-            } else {
-                format!("GET {path}, {cold}")
-            },
-        );
-        progress(
-            tag,
-            format!(
-                "{id}: p50 {} ms, p95 {} ms, max {} ms ({} of {} calls queried ClickHouse, {} errors)",
-                ms(f.p50),
-                ms(f.p95),
-                ms(f.max),
-                queried[k],
-                rounds,
-                errors[k]
-            ),
-        );
-        figures.push(f);
+    for (((id, path), a), c) in calls.into_iter().zip(again_rows).zip(cold_rows) {
+        for (id, t, what) in [(format!("{id}_again"), a, &again), (id, c, &cold)] {
+            let (queried, errors) = (t.queried, t.errors);
+            let f = t.figure(id.clone(), format!("GET {path}, {what}"));
+            progress(
+                tag,
+                format!(
+                    "{id}: p50 {} ms, p95 {} ms, max {} ms ({queried} of {rounds} calls queried ClickHouse, {errors} errors)",
+                    ms(f.p50),
+                    ms(f.p95),
+                    ms(f.max),
+                ),
+            );
+            figures.push(f);
+        }
     }
     Ok(())
 }
