@@ -449,16 +449,23 @@ def run_dashboards(engines, must_have_rows):
 
 
 def run_band_check(engines):
-    # The comments panel's dissatisfied bands must be the view's: count them both ways.
-    band = ("SELECT count() FROM ratings WHERE multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)")
+    # The comments panel's dissatisfied band (rating_comments.negative) must be the view's:
+    # the standard band counted in the raw rows equals the view's negative count, and the
+    # comments flagged negative are exactly the commented ratings in that band.
+    band = "multiIf(metric = 'csat', score <= 2, metric = 'nps', score <= 6, score <= 3)"
     for eng in engines:
-        a = eng.query(band)[0][0]
+        a = eng.query(f"SELECT count() FROM ratings WHERE {band}")[0][0]
         b = eng.query("SELECT sum(negative) FROM team_metrics WHERE grain = 'total'")[0][0]
+        c = eng.query(f"SELECT count() FROM ratings WHERE {band} AND ifNull(comment, '') != ''")[0][0]
+        d = eng.query("SELECT count() FROM rating_comments WHERE negative = 1")[0][0]
+        e = eng.query("SELECT count() FROM rating_comments WHERE negative != 1 AND NOT " + band)[0][0]
+        f = eng.query("SELECT count() FROM ratings WHERE ifNull(comment, '') != ''")[0][0]
         if a != b:
             fail(f"on {eng.name} the low-score band selects {a} ratings but team_metrics counts {b} negative")
+        elif c != d or d + e != f or c == 0:
+            fail(f"on {eng.name} rating_comments flags {d} negative and {e} not ({f} comments), the band selects {c}")
         else:
-            print(f"ok - low-score band of the comments panel = the view's negative count ({a}) on {eng.name}")
-
+            print(f"ok - low-score band = the view's negative count ({a}) = rating_comments' negative flag ({d} of {f}) on {eng.name}")
 
 if __name__ == "__main__":
     main()

@@ -457,7 +457,7 @@ async fn pipeline_over_sasl_ssl_scram_and_clickhouse_with_a_password() {
     assert_eq!(topics.matches(": created").count(), 4, "{topics}");
     let migrated = run(&["migrate"]);
     assert!(
-        migrated.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8]"),
+        migrated.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{migrated}"
     );
     env.spawn_with(&["collector"], &envs_ref);
@@ -561,8 +561,9 @@ async fn pipeline_over_sasl_ssl_scram_and_clickhouse_with_a_password() {
     );
 }
 
-/// The rows of the erase tests: customer cust-7 has 2 interactions, 3 ratings and 2 dead
-/// letters (one in the payload, one in the error); cust-8 and cust-70 are not to be touched.
+/// The rows of the erase tests: customer cust-7 has 2 interactions, 3 ratings (one with a
+/// comment, copied into `rating_comments` by its view) and 2 dead letters (one in the
+/// payload, one in the error); cust-8 and cust-70 are not to be touched.
 fn erase_seed(db: &str) -> Vec<String> {
     vec![
         format!(
@@ -570,9 +571,9 @@ fn erase_seed(db: &str) -> Vec<String> {
              ('i1', now(), 'cust-7', 'a'), ('i2', now(), 'cust-7', 'b'), ('i3', now(), 'cust-8', 'a'), ('i4', now(), 'cust-70', 'a')"
         ),
         format!(
-            "INSERT INTO {db}.ratings (rating_id, occurred_at, metric, score, customer_ref, team) VALUES \
-             ('r1', now(), 'csat', 5, 'cust-7', 'a'), ('r2', now(), 'csat', 1, 'cust-7', 'a'), ('r3', now(), 'nps', 9, 'cust-7', 'b'), \
-             ('r4', now(), 'csat', 4, 'cust-8', 'a'), ('r5', now(), 'csat', 3, 'cust-70', 'a')"
+            "INSERT INTO {db}.ratings (rating_id, occurred_at, metric, score, comment, customer_ref, team) VALUES \
+             ('r1', now(), 'csat', 5, NULL, 'cust-7', 'a'), ('r2', now(), 'csat', 1, 'late again', 'cust-7', 'a'), ('r3', now(), 'nps', 9, NULL, 'cust-7', 'b'), \
+             ('r4', now(), 'csat', 4, 'fine', 'cust-8', 'a'), ('r5', now(), 'csat', 3, NULL, 'cust-70', 'a')"
         ),
         format!(
             "INSERT INTO {db}.dead_letters (received_at, component, reason, error, payload) VALUES \
@@ -583,14 +584,15 @@ fn erase_seed(db: &str) -> Vec<String> {
     ]
 }
 
-/// What is left after erasing cust-7: interaction ids, rating ids, dead letters, and those
-/// mentioning cust-70.
+/// What is left after erasing cust-7: interaction ids, rating ids, dead letters, those
+/// mentioning cust-70, and the ids of the comments' copies.
 fn erase_left_sql(db: &str) -> String {
     format!(
         "SELECT (SELECT groupArray(interaction_id) FROM (SELECT interaction_id FROM {db}.interactions ORDER BY interaction_id)), \
                 (SELECT groupArray(rating_id) FROM (SELECT rating_id FROM {db}.ratings ORDER BY rating_id)), \
                 (SELECT count() FROM {db}.dead_letters), \
-                (SELECT count() FROM {db}.dead_letters WHERE position(payload, 'cust-70') > 0)"
+                (SELECT count() FROM {db}.dead_letters WHERE position(payload, 'cust-70') > 0), \
+                (SELECT groupArray(rating_id) FROM (SELECT rating_id FROM {db}.rating_comments ORDER BY rating_id))"
     )
 }
 
@@ -617,10 +619,10 @@ async fn erase_removes_a_customers_rows_and_records_it() {
     ]);
     assert_eq!(
         out,
-        format!("erased customer_ref \"cust-7\" from {db}: interactions 2, ratings 3, dead_letters 2\nrecorded in {db}.erasures\n")
+        format!("erased customer_ref \"cust-7\" from {db}: interactions 2, ratings 3, dead_letters 2, rating_comments 1\nrecorded in {db}.erasures\n")
     );
     let left = ch(&format!("{} FORMAT TSV", erase_left_sql(db))).await;
-    assert_eq!(left, "['i3','i4']\t['r4','r5']\t1\t1\n");
+    assert_eq!(left, "['i3','i4']\t['r4','r5']\t1\t1\t['r4']\n");
     // The rollups hold no personal data and keep counting the erased answers, anonymously,
     // until a rebuild of those days recounts the raw rows left.
     assert_eq!(ch(&csat_a).await, "4\n");
@@ -644,7 +646,7 @@ async fn erase_removes_a_customers_rows_and_records_it() {
     ]);
     assert!(
         out.starts_with(&format!(
-            "erased customer_ref \"cust-7\" from {db}: interactions 0, ratings 0, dead_letters 0\n"
+            "erased customer_ref \"cust-7\" from {db}: interactions 0, ratings 0, dead_letters 0, rating_comments 0\n"
         )),
         "{out}"
     );
@@ -704,9 +706,10 @@ fn erase_statements_work_on_current_clickhouse() {
         (
             &before["results"]["interactions"],
             &before["results"]["ratings"],
-            &before["results"]["dead_letters"]
+            &before["results"]["dead_letters"],
+            &before["results"]["rating_comments"]
         ),
-        (&json!("2\n"), &json!("3\n"), &json!("2\n")),
+        (&json!("2\n"), &json!("3\n"), &json!("2\n"), &json!("1\n")),
         "chDB {version}: {before}"
     );
     // Synchronous mutations (a current-ClickHouse setting) so the queries see the result.
@@ -725,13 +728,15 @@ fn erase_statements_work_on_current_clickhouse() {
             &r["interactions"],
             &r["ratings"],
             &r["dead_letters"],
+            &r["rating_comments"],
             &r["left"]
         ),
         (
             &json!("0\n"),
             &json!("0\n"),
             &json!("0\n"),
-            &json!("['i3','i4']\t['r4','r5']\t1\t1\n")
+            &json!("0\n"),
+            &json!("['i3','i4']\t['r4','r5']\t1\t1\t['r4']\n")
         ),
         "chDB {version}: {after}"
     );

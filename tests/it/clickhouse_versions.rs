@@ -233,7 +233,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     let db = env.database.clone();
     let first = env.run(&["migrate"]);
     assert!(
-        first.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8]"),
+        first.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{first}"
     );
     let second = env.run(&["migrate"]);
@@ -284,7 +284,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
             );
         }
     }
-    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n7\n8\n");
+    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n7\n8\n9\n");
 
     // Exact values, computed from the seeded rows.
     let mut want_windows = String::new();

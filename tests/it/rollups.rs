@@ -99,21 +99,21 @@ async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
     // and one interaction.
     let old = 1_736_942_400i64;
     let now = chrono::Utc::now().timestamp() - 120;
-    let rating = |id: &str, at: i64, score: i32| {
+    let rating = |id: &str, at: i64, score: i32, comment: &str| {
         format!(
-            "('{id}', toDateTime({at}), {ms}, 'csat', {score}, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 't', 0, 0, 0)",
+            "('{id}', toDateTime({at}), {ms}, 'csat', {score}, {comment}, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 't', 0, 0, 0)",
             ms = at * 1000
         )
     };
     let values = [
-        rating("o1", old, 5),
-        rating("o2", old + 60, 4),
-        rating("o3", old + 3600, 1),
-        rating("n1", now, 5),
-        rating("n2", now, 2),
+        rating("o1", old, 5, "NULL"),
+        rating("o2", old + 60, 4, "NULL"),
+        rating("o3", old + 3600, 1, "'slow'"),
+        rating("n1", now, 5, "NULL"),
+        rating("n2", now, 2, "'late'"),
     ];
     ch.execute(&format!(
-        "INSERT INTO {{db}}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, \
+        "INSERT INTO {{db}}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, comment, service, channel, customer_ref, \
          attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES {}",
         values.join(", ")
     ))
@@ -158,6 +158,11 @@ async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
         dry.contains("interaction_context month 202501 (1 rows)"),
         "{dry}"
     );
+    // So do the comments' copies (migration 9: text and customer_ref).
+    assert!(
+        dry.contains("rating_comments month 202501 (1 rows)"),
+        "{dry}"
+    );
     assert_eq!(
         feedback_clickhouse::queries::watch::counts(&ch)
             .await
@@ -194,6 +199,20 @@ async fn retention_drops_old_raw_months_and_the_rollups_keep_them() {
         context,
         vec![Id {
             interaction_id: "in".into()
+        }]
+    );
+    #[derive(Debug, PartialEq, clickhouse::Row, serde::Deserialize)]
+    struct Rid {
+        rating_id: String,
+    }
+    let comments: Vec<Rid> = ch
+        .fetch("SELECT rating_id FROM {db}.rating_comments ORDER BY rating_id")
+        .await
+        .unwrap();
+    assert_eq!(
+        comments,
+        vec![Rid {
+            rating_id: "n2".into()
         }]
     );
     // The rollups still count the expired month; a rebuild keeps it.

@@ -496,7 +496,54 @@ pub const MIGRATIONS: &[Migration] = &[
         ],
         steps: &[],
     },
+    Migration {
+        version: 9,
+        name: "rating_comments: every rating with a comment, by team, negative and time in small granules, for the latest comments",
+        // The latest comments of a team (board, Grafana's comments panel) read the newest
+        // rows of a slice of time. In `ratings` (8,192-row granules of every rating, comments
+        // or not, ordered by team and metric) a slice costs whole granules of every metric
+        // in every part, so its cost grew with the density of the history (2.6x from 500 k
+        // to 50 M ratings). This table holds only the ratings with a comment, ordered by
+        // `(team, negative, occurred_at)` in 256-row granules: a slice reads about the rows
+        // it returns, and the negative-only panel prunes the rest by the key.
+        // Filled by a materialized view on `ratings` (created before the backfill, so no row
+        // is missed while an upgrade runs; a row written twice is read once: the reads take
+        // one row per `rating_id`, and ReplacingMergeTree merges them away). It holds
+        // comment text and the customer_ref: `feedback erase` deletes from it, and
+        // `feedback retention` drops its months with the raw ones.
+        statements: &[
+            "CREATE TABLE IF NOT EXISTS {db}.rating_comments (
+                team String,
+                negative UInt8,
+                occurred_at DateTime,
+                occurred_at_ms Int64,
+                rating_id String,
+                metric String,
+                score Int8,
+                comment String,
+                channel String,
+                service String,
+                orphan UInt8,
+                interaction_id String,
+                interaction_kind String,
+                customer_ref String
+            ) ENGINE = ReplacingMergeTree() PARTITION BY toYYYYMM(occurred_at)
+            ORDER BY (team, negative, occurred_at, rating_id)
+            SETTINGS index_granularity = 256",
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rating_comments_mv TO {db}.rating_comments AS
+             SELECT {rating_comment_columns} FROM {db}.ratings WHERE ifNull(comment, '') != ''",
+            "INSERT INTO {db}.rating_comments
+             SELECT {rating_comment_columns} FROM {db}.ratings WHERE ifNull(comment, '') != ''",
+        ],
+        steps: &[],
+    },
 ];
+
+/// The columns of `rating_comments` (migration 9) from a row of `ratings`, in the table's
+/// order: the view that fills it and its backfill.
+pub const RATING_COMMENT_COLUMNS: &str = "team, toUInt8({negative}) AS negative, occurred_at, occurred_at_ms, rating_id, \
+     metric, score, assumeNotNull(comment) AS comment, channel, service, orphan, \
+     ifNull(interaction_id, '') AS interaction_id, ifNull(interaction_kind, '') AS interaction_kind, customer_ref";
 
 const fn add_column(table: &'static str, column: &'static str, sql: &'static str) -> Step {
     Step {
@@ -533,6 +580,7 @@ pub const RATING_MEASURES: &[(&str, &str)] = &[
 /// A statement with `{db}` and `{metric_value}` filled in.
 pub fn render(statement: &str, db: &str) -> String {
     statement
+        .replace("{rating_comment_columns}", RATING_COMMENT_COLUMNS)
         .replace("{metric_value}", &metric_value_sql())
         .replace("{windows}", &windows_sql())
         .replace(

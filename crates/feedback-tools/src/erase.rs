@@ -1,6 +1,6 @@
 //! `feedback erase --customer-ref X [--reason ...]`: removes one customer's rows from
-//! ClickHouse (interactions, ratings, and dead letters whose message or error mentions the
-//! ref) with `ALTER TABLE ... DELETE`, waits (bounded) until those mutations are done,
+//! ClickHouse (interactions, ratings, the copies of their comments in `rating_comments`, and
+//! dead letters whose message or error mentions the ref) with `ALTER TABLE ... DELETE`, waits (bounded) until those mutations are done,
 //! records the erasure in `{db}.erasures` (migration 6) and prints what it removed.
 //!
 //! What it does not reach: Kafka topics (records stay until retention removes them),
@@ -129,11 +129,12 @@ pub async fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             )
         })?;
     println!(
-        "erased customer_ref {customer_ref:?} from {}: interactions {}, ratings {}, dead_letters {}",
+        "erased customer_ref {customer_ref:?} from {}: interactions {}, ratings {}, dead_letters {}, rating_comments {}",
         ch.database(),
         removed[0],
         removed[1],
-        removed[2]
+        removed[2],
+        removed[3]
     );
     if complete {
         println!("recorded in {}.erasures", ch.database());

@@ -96,9 +96,10 @@ pub struct BreakdownRow {
 }
 
 /// How far back the latest comments are looked for: the last 24 hours, a bounded slice of
-/// the raw rows (the ordering key `(team, metric, occurred_at, ...)` prunes the rest),
-/// whatever the history. A team without comments in that span shows none; older ones are
-/// in the raw tables (Grafana's comments panel takes any time range).
+/// `rating_comments` (migration 9: only the ratings with a comment, ordered by
+/// `(team, negative, occurred_at, ...)` in small granules), whatever the history. A team
+/// without comments in that span shows none; older ones are in the same table (Grafana's
+/// comments panel takes any time range).
 pub const COMMENTS_RECENT_SECS: u32 = 86400;
 
 /// The slices the latest comments are looked for in, shortest first: a team with enough
@@ -110,13 +111,17 @@ pub const COMMENT_SLICES_SECS: [u32; 3] = [900, 3 * 3600, COMMENTS_RECENT_SECS];
 
 /// The latest `?` comments per team of the last `?` seconds, newest first, without their
 /// interaction's context. `{team}` is `1` or `team IN (...)` (one or more teams: the
-/// ordering key `(team, ...)` prunes the others; `NOT IN` would not).
-const RECENT_COMMENTS_SQL: &str = "SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, \
-        ifNull(comment, '') AS comment, channel, service, orphan, ifNull(interaction_id, '') AS interaction_id, \
-        ifNull(interaction_kind, '') AS interaction_kind \
-     FROM {db}.ratings \
-     PREWHERE has_comment = 1 AND occurred_at >= now() - ? \
-     WHERE {team} AND comment IS NOT NULL AND comment != '' \
+/// ordering key `(team, ...)` prunes the others; `NOT IN` would not). A row the view and a
+/// backfill both wrote is read once (one row per `rating_id`).
+const RECENT_COMMENTS_SQL: &str =
+    "SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, \
+        comment, channel, service, orphan, interaction_id, interaction_kind \
+     FROM ( \
+        SELECT team, rating_id, occurred_at_ms, metric, score, comment, channel, service, orphan, \
+               interaction_id, interaction_kind \
+        FROM {db}.rating_comments WHERE occurred_at >= now() - ? AND {team} \
+        LIMIT 1 BY team, rating_id \
+     ) \
      ORDER BY team, occurred_at_ms DESC, rating_id LIMIT ? BY team";
 
 /// [`RECENT_COMMENTS_SQL`] for every team (`teams` = 0) or for `teams` teams. Placeholders

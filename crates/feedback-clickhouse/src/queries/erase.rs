@@ -12,14 +12,18 @@ pub enum ErasedTable {
     Interactions,
     Ratings,
     DeadLetters,
+    /// Copies of the ratings with a comment (migration 9), comment text included.
+    RatingComments,
 }
 
 impl ErasedTable {
-    /// In the order of the erasure record's columns.
-    pub const ALL: [ErasedTable; 3] = [
+    /// In the order of the erasure record's columns (`rating_comments`, copies of rows
+    /// counted under `ratings`, has none: its rows are erased and checked, not recorded).
+    pub const ALL: [ErasedTable; 4] = [
         ErasedTable::Interactions,
         ErasedTable::Ratings,
         ErasedTable::DeadLetters,
+        ErasedTable::RatingComments,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -27,6 +31,7 @@ impl ErasedTable {
             ErasedTable::Interactions => "interactions",
             ErasedTable::Ratings => "ratings",
             ErasedTable::DeadLetters => "dead_letters",
+            ErasedTable::RatingComments => "rating_comments",
         }
     }
 
@@ -35,7 +40,9 @@ impl ErasedTable {
     /// leaves `c-70` alone.
     const fn condition(self) -> &'static str {
         match self {
-            ErasedTable::Interactions | ErasedTable::Ratings => "customer_ref = ?",
+            ErasedTable::Interactions | ErasedTable::Ratings | ErasedTable::RatingComments => {
+                "customer_ref = ?"
+            }
             ErasedTable::DeadLetters => "match(payload, ?re) OR match(error, ?re)",
         }
     }
@@ -158,7 +165,10 @@ pub async fn delete_rows(ch: &Ch, table: ErasedTable, customer_ref: &str) -> Res
 pub async fn pending_mutations(ch: &Ch) -> Result<u64, Error> {
     let rows: Vec<N> = ch
         .client
-        .query("SELECT count() AS n FROM system.mutations WHERE database = ? AND table IN ('interactions', 'ratings', 'dead_letters') AND is_done = 0")
+        .query(&format!(
+            "SELECT count() AS n FROM system.mutations WHERE database = ? AND table IN ('{}') AND is_done = 0",
+            ErasedTable::ALL.map(ErasedTable::name).join("', '")
+        ))
         .bind(ch.database())
         .fetch_all()
         .await
@@ -172,7 +182,8 @@ pub struct Erasure<'a> {
     pub customer_ref: &'a str,
     pub reason: &'a str,
     pub requested_by: &'a str,
-    /// Rows removed, per table of [`ErasedTable::ALL`].
+    /// Rows removed from `interactions`, `ratings` and `dead_letters` (the first three of
+    /// [`ErasedTable::ALL`]).
     pub removed: [u64; 3],
     /// No row of the customer is left.
     pub complete: bool,

@@ -7,10 +7,16 @@ use serde::Deserialize;
 
 use crate::{Ch, Error};
 
-/// The raw tables retention applies to, and `interaction_context` (migration 8: the
-/// interactions' context, expiring with them); never `rollups`, never `dead_letters`, which
-/// has its own TTL where supported.
-pub const RAW_TABLES: [&str; 3] = ["interactions", "ratings", "interaction_context"];
+/// The raw tables retention applies to, and the tables filled from them that expire with
+/// them: `interaction_context` (migration 8) and `rating_comments` (migration 9, which holds
+/// comment text); never `rollups`, never `dead_letters`, which has its own TTL where
+/// supported.
+pub const RAW_TABLES: [&str; 4] = [
+    "interactions",
+    "ratings",
+    "interaction_context",
+    "rating_comments",
+];
 
 /// The tables of [`RAW_TABLES`] that hold events (the rows `retention` reports removed).
 pub const EVENT_TABLES: [&str; 2] = ["interactions", "ratings"];
@@ -27,11 +33,12 @@ pub struct MonthPartition {
 /// The active month partitions of the raw tables, oldest first.
 pub async fn raw_partitions(ch: &Ch) -> Result<Vec<MonthPartition>, Error> {
     ch.fetch_query(
-        ch.query(
+        ch.query(&format!(
             "SELECT table, partition, sum(rows) AS rows FROM system.parts \
-             WHERE database = ? AND table IN ('interactions', 'ratings', 'interaction_context') AND active \
-             GROUP BY table, partition ORDER BY partition, table",
-        )
+                 WHERE database = ? AND table IN ('{}') AND active \
+                 GROUP BY table, partition ORDER BY partition, table",
+            RAW_TABLES.join("', '")
+        ))
         .bind(ch.database()),
     )
     .await
