@@ -521,8 +521,9 @@ async fn api_comments(
     }
 }
 
-/// A stream of `snapshot` events: the first at once, then whenever the JSON changes
-/// (looked at every `refresh`). A failed query sends a `problem` event and the stream goes on.
+/// A stream of `snapshot` events: the first at once, then every new one (looked at every
+/// `refresh`; each carries its `generated_at_ms`, the page's "live" heartbeat, so only the
+/// same cached snapshot seen twice is not sent again). A failed query sends a `problem` event and the stream goes on.
 fn live<F, Fut>(
     refresh: Duration,
     mut next: F,

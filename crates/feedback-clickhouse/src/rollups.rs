@@ -615,6 +615,51 @@ impl Ch {
     }
 }
 
+/// The commented ratings of `[?, ?)` missing from `rating_comments` (migration 9: filled by a
+/// materialized view, which a server crash between the INSERT's two parts can skip).
+const MISSING_COMMENTS_SQL: &str = "FROM {db}.ratings \
+     PREWHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+     WHERE ifNull(comment, '') != '' AND rating_id NOT IN ( \
+        SELECT rating_id FROM {db}.rating_comments WHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?))";
+
+impl Ch {
+    /// Copies the commented ratings of the UTC day starting at `day` that `rating_comments`
+    /// misses into it; returns how many. Safe while the sink lands: a rating landed
+    /// meanwhile may be copied twice, which the table's readers fold (one row per
+    /// `rating_id`).
+    pub async fn restore_comments_day(&self, day: u32) -> Result<u64, Error> {
+        #[derive(clickhouse::Row, Deserialize)]
+        struct N {
+            n: u64,
+        }
+        let end = day + 86400;
+        let missing: Vec<N> = self
+            .fetch_query(
+                self.query(&format!("SELECT count() AS n {MISSING_COMMENTS_SQL}"))
+                    .bind(day)
+                    .bind(end)
+                    .bind(day)
+                    .bind(end),
+            )
+            .await?;
+        let n = missing.first().map_or(0, |m| m.n);
+        if n > 0 {
+            self.execute_query(
+                self.query(&format!(
+                    "INSERT INTO {{db}}.rating_comments SELECT {} {MISSING_COMMENTS_SQL}",
+                    crate::migrations::RATING_COMMENT_COLUMNS
+                ))
+                .bind(day)
+                .bind(end)
+                .bind(day)
+                .bind(end),
+            )
+            .await?;
+        }
+        Ok(n)
+    }
+}
+
 /// One rollup key where the stored sums differ from the recomputation from the raw rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Difference {

@@ -287,12 +287,25 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         day_name(to - DAY),
         ch.database()
     );
-    let (mut events, mut corrections, mut kept) = (0i64, 0usize, Vec::new());
+    let (mut events, mut corrections, mut kept, mut restored) = (0i64, 0usize, Vec::new(), 0u64);
     for (i, day) in (from..to).step_by(DAY as usize).enumerate() {
         let r = ch
             .rebuild_day(day, &run)
             .await
             .with_context(|| format!("rebuilding {}", day_name(day)))?;
+        // The latest comments' table (filled by a view) gets what it missed, too (a day
+        // without raw events has nothing to restore).
+        let comments = if r.events > 0 {
+            ch.restore_comments_day(day).await.with_context(|| {
+                format!(
+                    "restoring the comments of {} into rating_comments",
+                    day_name(day)
+                )
+            })?
+        } else {
+            0
+        };
+        restored += comments;
         events += r.events;
         corrections += r.corrections;
         if r.kept_without_raw {
@@ -301,10 +314,15 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         let done = i as u32 + 1;
         let elapsed = started.elapsed().as_secs_f64();
         eprintln!(
-            "[{done}/{days}] {}: {} events, {} correction row(s){}; {:.1} s elapsed, about {:.0} s left",
+            "[{done}/{days}] {}: {} events, {} correction row(s){}{}; {:.1} s elapsed, about {:.0} s left",
             day_name(day),
             r.events,
             r.corrections,
+            if comments > 0 {
+                format!(", {comments} comment(s) restored")
+            } else {
+                String::new()
+            },
             if r.kept_without_raw {
                 " (no raw rows: rollups kept)"
             } else {
@@ -315,9 +333,14 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "rebuilt {days} day(s) from {} events in {:.1} s: {corrections} correction row(s) inserted{}",
+        "rebuilt {days} day(s) from {} events in {:.1} s: {corrections} correction row(s) inserted{}{}",
         events,
         started.elapsed().as_secs_f64(),
+        if restored > 0 {
+            format!(", {restored} comment(s) restored into rating_comments")
+        } else {
+            String::new()
+        },
         if kept.is_empty() {
             String::new()
         } else {
