@@ -405,6 +405,7 @@ def main():
             VARS.update(variables)
             run_dashboards(engines, must_have_rows=(n == 0))
         run_band_check(engines)
+        run_comments_bound_check(engines, db)
     finally:
         chdb.close()
         if not failures:
@@ -466,6 +467,37 @@ def run_band_check(engines):
             fail(f"on {eng.name} rating_comments flags {d} negative and {e} not ({f} comments), the band selects {c}")
         else:
             print(f"ok - low-score band = the view's negative count ({a}) = rating_comments' negative flag ({d} of {f}) on {eng.name}")
+
+def run_comments_bound_check(engines, db):
+    # The comments panel reads the newest 50 from the 50th newest time on: with more than 50
+    # dissatisfied comments, five per second, the 50th splits a tie; the rows must be the
+    # newest 50 by (time, rating_id) all the same. Team `bulk` is added after every other
+    # check, so the seed above stays what their expectations were computed from.
+    dash = json.load(open(os.path.join(DASHBOARDS, "team.json")))
+    raw = dict(ch_queries(dash))["Latest low scores with comments"]
+    rows = []
+    for n in range(70):
+        t = NOW - 3600 + n // 5
+        rows.append((f"B{n:02d}", t, 1 if n % 7 else 4))  # every 7th is satisfied: not shown
+    ins = ", ".join(
+        f"('{rid}', toDateTime({t}), {t * 1000}, NULL, 'csat', {score}, 'text {rid}', 'survey', 'web', 'c-1', NULL, NULL, "
+        f"'{{}}', 'bulk', 'claim', NULL, NULL, 'v1', 0, NULL, 'feedback.ratings.v1', 0, 0, {t * 1000})"
+        for rid, t, score in rows)
+    st = (f"INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, interaction_id, metric, score, comment, service, "
+          "channel, customer_ref, product, region, attributes, team, attribution, claim_file, claim_index, ownership_version, "
+          "orphan, interaction_kind, source_topic, source_partition, source_offset, attributed_at_ms) VALUES " + ins)
+    low = sorted(((t, rid) for rid, t, score in rows if score <= 2), key=lambda x: (-x[0], x[1]))
+    assert low[49][0] == low[50][0], "the seed must split a tie at the 50th"
+    want = norm([[ts(t), rid, "csat", 1, f"text {rid}", "", "", "", ""] for t, rid in low[:50]])
+    sql = expand_macros(interpolate(raw, {"team": "bulk", "period": "24h", "grain": "hour"}), FROM, TO, 60)
+    for eng in engines:
+        eng.run(st)
+        got = norm(eng.query(sql))
+        if got != want:
+            fail(f"comments panel, 70 rows with ties, on {eng.name}:\n  got  {got}\n  want {want}\n  query: {sql}")
+        else:
+            print(f"ok - comments panel returns the newest 50 of {len(low)} dissatisfied comments (ties at the 50th) on {eng.name}")
+
 
 if __name__ == "__main__":
     main()

@@ -541,8 +541,11 @@ pub const MIGRATIONS: &[Migration] = &[
 
 /// The columns of `rating_comments` (migration 9) from a row of `ratings`, in the table's
 /// order: the view that fills it and its backfill.
+/// `ifNull`, not `assumeNotNull`: an alias named like its column is what `WHERE comment ...`
+/// then sees, and `assumeNotNull` of a NULL is whatever the column stores under it (text,
+/// from a native-format writer).
 pub const RATING_COMMENT_COLUMNS: &str = "team, toUInt8({negative}) AS negative, occurred_at, occurred_at_ms, rating_id, \
-     metric, score, assumeNotNull(comment) AS comment, channel, service, orphan, \
+     metric, score, ifNull(comment, '') AS comment, channel, service, orphan, \
      ifNull(interaction_id, '') AS interaction_id, ifNull(interaction_kind, '') AS interaction_kind, customer_ref";
 
 const fn add_column(table: &'static str, column: &'static str, sql: &'static str) -> Step {
