@@ -43,6 +43,23 @@ pub(crate) fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// `(topic, partition), ...` for `(a, b) IN (...)`: the topics quoted, the partitions as
+/// numbers or, with `partition_as_string` (the rollups' marks keep them in `dim_value`), as
+/// strings.
+pub(crate) fn partition_keys(partitions: &[(String, i32)], partition_as_string: bool) -> String {
+    partitions
+        .iter()
+        .map(|(t, p)| {
+            if partition_as_string {
+                format!("({}, '{p}')", quote(t))
+            } else {
+                format!("({}, {p})", quote(t))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Ch {
     /// Reads what is landed for `partitions`, looking at `tables` for each topic.
     pub async fn landed(
@@ -66,11 +83,7 @@ impl Ch {
         if partitions.is_empty() {
             return Ok(out);
         }
-        let keys = partitions
-            .iter()
-            .map(|(t, p)| format!("({}, {p})", quote(t)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = partition_keys(partitions, false);
         #[derive(clickhouse::Row, Deserialize)]
         struct P {
             topic: String,
@@ -96,11 +109,7 @@ impl Ch {
         }
         for (table, parts) in by_table {
             let min = parts.iter().map(|k| out[k].progress).min().unwrap_or(-1);
-            let keys = parts
-                .iter()
-                .map(|(t, p)| format!("({}, {p})", quote(t)))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let keys = partition_keys(&parts, false);
             #[derive(clickhouse::Row, Deserialize)]
             struct O {
                 kafka_topic: String,

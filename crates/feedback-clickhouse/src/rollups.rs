@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use feedback_events::Metric;
 use serde::{Deserialize, Serialize};
 
-use crate::positions::quote;
+use crate::positions::{partition_keys, quote};
 use crate::{Ch, Error, InteractionRow, RatingRow, Window};
 
 /// The table.
@@ -470,11 +470,7 @@ impl Ch {
         if partitions.is_empty() {
             return Ok(out);
         }
-        let keys = partitions
-            .iter()
-            .map(|(t, p)| format!("({}, '{p}')", quote(t)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let keys = partition_keys(partitions, true);
         #[derive(clickhouse::Row, Deserialize)]
         struct M {
             topic: String,
