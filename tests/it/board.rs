@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder};
 use feedback_clickhouse::Ch;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -115,11 +115,29 @@ impl Drop for Driver {
     }
 }
 
+/// The text of every element matching `css`, read in one script: the page re-renders on
+/// every snapshot, so finding elements and then asking each for its text could meet
+/// elements already replaced.
+async fn texts(c: &Client, css: &str) -> Vec<String> {
+    let v = c
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText.trim());",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The text of the first element matching `css` (empty when there is none).
 async fn text(c: &Client, css: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+    texts(c, css).await.into_iter().next().unwrap_or_default()
 }
 
 /// Waits (at most `secs`) until every (selector, text) pair shows; returns what was seen
@@ -327,7 +345,7 @@ async fn board_pages_in_chromium_equal_clickhouse_and_update_live() {
     )
     .await
     .unwrap();
-    let rows = c.find_all(Locator::Css("#teams tbody tr")).await.unwrap();
+    let rows = texts(&c, "#teams tbody tr").await;
     // 9 teams of deploy/ownership plus "unowned".
     assert_eq!(rows.len(), 10);
 
@@ -384,12 +402,7 @@ async fn board_pages_in_chromium_equal_clickhouse_and_update_live() {
 
     // Breakdown by channel, worst first: app 40.0 (5) before web 80.0 (5).
     let mut csat_rows = Vec::new();
-    for tr in c
-        .find_all(Locator::Css("#bd-channel tbody tr"))
-        .await
-        .unwrap()
-    {
-        let t = tr.text().await.unwrap();
+    for t in texts(&c, "#bd-channel tbody tr").await {
         if t.contains("CSAT") {
             csat_rows.push(t.split_whitespace().collect::<Vec<_>>().join(" "));
         }
@@ -397,10 +410,7 @@ async fn board_pages_in_chromium_equal_clickhouse_and_update_live() {
     assert_eq!(csat_rows, vec!["app CSAT 40.0 5", "web CSAT 80.0 5"]);
 
     // Latest comments, newest first, with their interaction's context; markup stays text.
-    let mut words = Vec::new();
-    for e in c.find_all(Locator::Css("#comments .words")).await.unwrap() {
-        words.push(e.text().await.unwrap());
-    }
+    let words = texts(&c, "#comments .words").await;
     assert_eq!(
         words,
         vec![
@@ -408,8 +418,7 @@ async fn board_pages_in_chromium_equal_clickhouse_and_update_live() {
             "The card payment went through at once"
         ]
     );
-    let metas = c.find_all(Locator::Css("#comments .meta")).await.unwrap();
-    let meta1 = metas[1].text().await.unwrap();
+    let meta1 = texts(&c, "#comments .meta").await[1].clone();
     assert!(
         meta1.contains("order · payments-card · web · checkout-api · I-1"),
         "{meta1}"
