@@ -469,15 +469,17 @@ def run_band_check(engines):
             print(f"ok - low-score band = the view's negative count ({a}) = rating_comments' negative flag ({d} of {f}) on {eng.name}")
 
 def run_comments_bound_check(engines, db):
-    # The comments panel reads the newest 50 from the 50th newest time on: with more than 50
-    # dissatisfied comments, five per second, the 50th splits a tie; the rows must be the
-    # newest 50 by (time, rating_id) all the same. Team `bulk` is added after every other
-    # check, so the seed above stays what their expectations were computed from.
+    # The comments panel reads the newest 50 from the hour they start at, found in the
+    # rollups' comment hours: 140 comments, five per time, five minutes apart over more than
+    # two hours, so the counts add up across hours and the 50th splits a tie; the rows must
+    # be the newest 50 by (time, rating_id) all the same, with and without the counts.
+    # Team `bulk` is added after every other check, so the seed above stays what their
+    # expectations were computed from.
     dash = json.load(open(os.path.join(DASHBOARDS, "team.json")))
     raw = dict(ch_queries(dash))["Latest low scores with comments"]
     rows = []
-    for n in range(70):
-        t = NOW - 3600 + n // 5
+    for n in range(140):
+        t = NOW - 20000 + (n // 5) * 300
         rows.append((f"B{n:02d}", t, 1 if n % 7 else 4))  # every 7th is satisfied: not shown
     ins = ", ".join(
         f"('{rid}', toDateTime({t}), {t * 1000}, NULL, 'csat', {score}, 'text {rid}', 'survey', 'web', 'c-1', NULL, NULL, "
@@ -490,13 +492,52 @@ def run_comments_bound_check(engines, db):
     assert low[49][0] == low[50][0], "the seed must split a tie at the 50th"
     want = norm([[ts(t), rid, "csat", 1, f"text {rid}", "", "", "", ""] for t, rid in low[:50]])
     sql = expand_macros(interpolate(raw, {"team": "bulk", "period": "24h", "grain": "hour"}), FROM, TO, 60)
+    # The comment hours as the sink would count them, computed here from the rows above.
+    hours = defaultdict(lambda: [0, 0])
+    for rid, t, score in rows:
+        h = hours[(t // 3600 * 3600)]
+        h[0] += 1
+        h[1] += score <= 2
+    counts = ("INSERT INTO " + db + ".rollups (grain, bucket, team, metric, dimension, dim_value, channel, kind, responses, "
+              "score_sum, score_sq_sum, positive, negative, orphans, interactions, mark) VALUES " + ", ".join(
+                  f"('comment_hour', toDateTime({b}), 'bulk', 'csat', '', '', '', '', {n}, 0, 0, 0, {neg}, 0, 0, 0)"
+                  for b, (n, neg) in sorted(hours.items())))
     for eng in engines:
         eng.run(st)
-        got = norm(eng.query(sql))
-        if got != want:
-            fail(f"comments panel, 70 rows with ties, on {eng.name}:\n  got  {got}\n  want {want}\n  query: {sql}")
+        for counted in (False, True):
+            if counted:
+                eng.run(counts)
+            got = norm(eng.query(sql))
+            what = "with the comment hours" if counted else "without comment hours (reads the whole range)"
+            if got != want:
+                fail(f"comments panel, 140 rows with ties, {what}, on {eng.name}:\n  got  {got}\n  want {want}\n  query: {sql}")
+            else:
+                print(f"ok - comments panel returns the newest 50 of {len(low)} dissatisfied comments (ties at the 50th) {what} on {eng.name}")
+    # The start the counts give is the hour of the 50th newest (or an earlier one when the
+    # newest hour is not wholly inside the range), never a later one.
+    bound = sql[sql.index("(SELECT toDateTime(arrayFirst"):]
+    depth, end = 0, 0
+    for i, c in enumerate(bound):
+        depth += c == "("
+        depth -= c == ")"
+        if depth == 0:
+            end = i + 1
+            break
+    bound = bound[:end]
+    full = [b for b in sorted(hours, reverse=True) if b + 3600 <= TO]
+    seen, want_b = 0, 0
+    for b in full:
+        seen += hours[b][1]
+        if seen >= 50:
+            want_b = b
+            break
+    assert want_b and want_b <= low[49][0], "the seed must give the counts a bound"
+    for eng in engines:
+        got_b = eng.query(f"SELECT toUInt32({bound})")[0][0]
+        if int(got_b) != want_b:
+            fail(f"comments panel's start from the comment hours on {eng.name}: got {got_b}, want {want_b}\n  query: {bound}")
         else:
-            print(f"ok - comments panel returns the newest 50 of {len(low)} dissatisfied comments (ties at the 50th) on {eng.name}")
+            print(f"ok - comments panel starts at the hour of the 50th newest comment, {NOW - want_b} s ago, on {eng.name}")
 
 
 if __name__ == "__main__":

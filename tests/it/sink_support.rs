@@ -221,6 +221,8 @@ pub struct Expected {
     pub team_minute: BTreeMap<RatingKey, Sums>,
     pub team_interactions_minute: BTreeMap<(String, u32, String, String), u64>,
     pub team_dim_minute: BTreeMap<(String, String, String, String, u32), Sums>,
+    /// (team, metric, hour) of the ratings with a comment.
+    pub team_comment_hour: BTreeMap<RatingKey, Sums>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +235,7 @@ pub struct RawRating {
     pub channel: String,
     pub product: Option<String>,
     pub kind: Option<String>,
+    pub commented: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -258,6 +261,7 @@ impl Expected {
                 channel: &r.channel,
                 product: r.product.as_deref().unwrap_or(""),
                 kind: r.kind.as_deref().unwrap_or(""),
+                commented: r.commented,
             });
         }
         for i in interactions {
@@ -267,6 +271,7 @@ impl Expected {
         e.team_minute = a.team_minute;
         e.team_interactions_minute = a.team_interactions_minute;
         e.team_dim_minute = a.team_dim_minute;
+        e.team_comment_hour = a.team_comment_hour;
         e.rating_ids.sort();
         e.interaction_ids.sort();
         e
@@ -286,6 +291,7 @@ impl Expected {
                     channel: r.channel.as_str().into(),
                     product: r.product.clone(),
                     kind: a.interaction_kind.clone(),
+                    commented: r.comment.as_deref().is_some_and(|c| !c.is_empty()),
                 }),
                 Event::Interaction(i) => interactions.push(RawInteraction {
                     id: i.interaction_id.clone(),
@@ -310,6 +316,7 @@ struct Rr {
     channel: String,
     product: Option<String>,
     interaction_kind: Option<String>,
+    has_comment: u8,
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -418,7 +425,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
     let want = Expected::from_events(events);
 
     let rr: Vec<Rr> = ch
-        .fetch("SELECT rating_id, team, metric, occurred_at, score, channel, product, interaction_kind FROM {db}.ratings")
+        .fetch("SELECT rating_id, team, metric, occurred_at, score, channel, product, interaction_kind, toUInt8(ifNull(comment, '') != '') AS has_comment FROM {db}.ratings")
         .await
         .unwrap();
     let ri: Vec<Ri> = ch
@@ -436,6 +443,7 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
                 channel: r.channel,
                 product: r.product,
                 kind: r.interaction_kind,
+                commented: r.has_comment == 1,
             })
             .collect::<Vec<_>>(),
         &ri.into_iter()
@@ -510,6 +518,25 @@ pub async fn check_end_state(ch: &feedback_clickhouse::Ch, events: &[AttributedE
         .collect();
     assert_eq!(tdm, want.team_dim_minute, "team_dim_minute vs generated");
     assert_eq!(tdm, raw.team_dim_minute, "team_dim_minute vs raw");
+
+    // The comment hours (what the latest-comments reads start from).
+    let tch: BTreeMap<RatingKey, Sums> = feedback_clickhouse::queries::reconcile::comment_hours(ch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                (r.team, r.metric, r.minute),
+                (r.responses, r.score_sum, r.positive, r.negative),
+            )
+        })
+        .collect();
+    assert!(
+        !want.team_comment_hour.is_empty(),
+        "no commented rating generated"
+    );
+    assert_eq!(tch, want.team_comment_hour, "comment hours vs generated");
+    assert_eq!(tch, raw.team_comment_hour, "comment hours vs raw");
 
     // Every rollup row (hour and day grains, squares, orphans too) equals its recomputation
     // from the raw rows, themselves equal to the generated events above.

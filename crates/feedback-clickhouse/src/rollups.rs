@@ -43,6 +43,13 @@ pub const DIMENSIONS: [&str; 3] = ["channel", "product", "kind"];
 /// The grain of the sink's marks.
 pub const MARK: &str = "mark";
 
+/// The grain of the commented ratings' counts: per team, metric and hour (`dimension` and
+/// `dim_value` empty), the sums of the ratings that carry a comment, so that a read of the
+/// newest comments picks the hour it must start at from a few rollup rows instead of reading
+/// the times of every comment of its range ([`comment_bound`]). Not one of [`GRAINS`]:
+/// every reader of the metrics names its grains, so none of them counts these rows.
+pub const COMMENT_HOUR: &str = "comment_hour";
+
 /// One row of `{db}.rollups`: a delta (or, read back with `sum`, a total).
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
 pub struct RollupRow {
@@ -157,6 +164,19 @@ impl Rollup {
             ("product", r.product.clone().unwrap_or_default()),
             ("kind", r.interaction_kind.clone().unwrap_or_default()),
         ];
+        if r.comment.as_deref().is_some_and(|c| !c.is_empty()) {
+            let key = (
+                COMMENT_HOUR.to_string(),
+                bucket(r.occurred_at, 3600),
+                r.team.clone(),
+                r.metric.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            );
+            self.rows.entry(key).or_default().add(&d, 1);
+        }
         for (grain, width) in GRAINS {
             for (dim, value) in &dims {
                 let key = (
@@ -320,6 +340,17 @@ pub const RECOMPUTE_SQL: &str = "SELECT grain, toUInt32(bucket) AS bucket, team,
         WHERE {cut} \
      ) GROUP BY grain, bucket, team, metric, dimension, dim_value \
      UNION ALL \
+     SELECT 'comment_hour' AS grain, toUInt32(toStartOfHour(occurred_at)) AS bucket, team, metric, \
+        '' AS dimension, '' AS dim_value, '' AS channel, '' AS kind, \
+        toInt64(count()) AS responses, sum(toInt64(score)) AS score_sum, \
+        sum(toInt64(score) * toInt64(score)) AS score_sq_sum, \
+        toInt64(sum({positive})) AS positive, toInt64(sum({negative})) AS negative, \
+        toInt64(sum(orphan)) AS orphans, toInt64(0) AS interactions, toInt64(0) AS mark \
+     FROM {db}.ratings \
+     PREWHERE occurred_at >= toDateTime(?) AND occurred_at < toDateTime(?) \
+     WHERE ifNull(comment, '') != '' AND {cut} \
+     GROUP BY bucket, team, metric \
+     UNION ALL \
      SELECT grain, toUInt32(bucket) AS bucket, team, '' AS metric, '' AS dimension, '' AS dim_value, channel, kind, \
         toInt64(0) AS responses, toInt64(0) AS score_sum, toInt64(0) AS score_sq_sum, toInt64(0) AS positive, \
         toInt64(0) AS negative, toInt64(0) AS orphans, toInt64(count()) AS interactions, toInt64(0) AS mark \
@@ -330,6 +361,16 @@ pub const RECOMPUTE_SQL: &str = "SELECT grain, toUInt32(bucket) AS bucket, team,
         WHERE {cut} \
      ) GROUP BY grain, bucket, team, channel, kind";
 
+/// Binds [`RECOMPUTE_SQL`]'s range `[from, to)` (each of its three branches reads it).
+fn recompute_range(q: clickhouse::query::Query, from: u32, to: u32) -> clickhouse::query::Query {
+    q.bind(from)
+        .bind(to)
+        .bind(from)
+        .bind(to)
+        .bind(from)
+        .bind(to)
+}
+
 /// What the rollups hold for a range of buckets, and every mark, read in one SELECT (one
 /// snapshot of the table's parts: a sink INSERT is in it with its mark or not at all).
 pub const SNAPSHOT_SQL: &str = "SELECT grain, toUInt32(bucket) AS bucket, team, metric, dimension, dim_value, channel, kind, \
@@ -337,7 +378,7 @@ pub const SNAPSHOT_SQL: &str = "SELECT grain, toUInt32(bucket) AS bucket, team, 
         sum(positive) AS positive, sum(negative) AS negative, sum(orphans) AS orphans, \
         sum(interactions) AS interactions, sum(mark) AS mark \
      FROM {db}.rollups \
-     WHERE grain = 'mark' OR (grain IN ('minute', 'hour', 'day') AND bucket >= toDateTime(?) AND bucket < toDateTime(?)) \
+     WHERE grain = 'mark' OR (grain IN ('minute', 'hour', 'day', 'comment_hour') AND bucket >= toDateTime(?) AND bucket < toDateTime(?)) \
      GROUP BY grain, bucket, team, metric, dimension, dim_value, channel, kind";
 
 /// The marks of some partitions: `(topic, partition, last offset counted)`.
@@ -422,7 +463,7 @@ pub fn backfill_sql(db: &str, from: u32, to: u32) -> String {
         .replace("{cut}", "1")
         .replace("{bucket}", BUCKET_SQL)
         .replace("{grains}", &grains_sql());
-    for v in [from, to, from, to] {
+    for v in [from, to, from, to, from, to] {
         sql = sql.replacen('?', &v.to_string(), 1);
     }
     crate::migrations::render(
@@ -434,7 +475,7 @@ pub fn backfill_sql(db: &str, from: u32, to: u32) -> String {
 /// The rollup rows of one day and the events its day-grain rows count.
 const DAY_COUNT_SQL: &str = "SELECT toUInt64(count()) AS rows, \
         toInt64(sumIf(responses + interactions, grain = 'day' AND dimension = '')) AS events \
-     FROM {db}.rollups WHERE grain IN ('minute', 'hour', 'day') AND bucket >= toDateTime(?) \
+     FROM {db}.rollups WHERE grain IN ('minute', 'hour', 'day', 'comment_hour') AND bucket >= toDateTime(?) \
        AND bucket < toDateTime(?)";
 
 #[derive(Debug, Clone, Copy, Default, clickhouse::Row, Deserialize)]
@@ -559,13 +600,13 @@ impl Ch {
             // recomputation itself, inserted by the server without a round trip. Several
             // parts at most; a crash midway leaves a partial day that the next run corrects.
             self.execute_query(
-                self.query(&format!("INSERT INTO {{db}}.{TABLE} ({COLUMN_LIST}) {sql}"))
-                    .bind(day)
-                    .bind(end)
-                    .bind(day)
-                    .bind(end)
-                    .with_option("query_id", format!("{prefix}/backfill"))
-                    .with_option("max_insert_block_size", "16777216"),
+                recompute_range(
+                    self.query(&format!("INSERT INTO {{db}}.{TABLE} ({COLUMN_LIST}) {sql}")),
+                    day,
+                    end,
+                )
+                .with_option("query_id", format!("{prefix}/backfill"))
+                .with_option("max_insert_block_size", "16777216"),
             )
             .await?;
             let n = self
@@ -580,11 +621,7 @@ impl Ch {
         }
         let fresh: Vec<RollupRow> = self
             .fetch_query(
-                self.query(&sql)
-                    .bind(day)
-                    .bind(end)
-                    .bind(day)
-                    .bind(end)
+                recompute_range(self.query(&sql), day, end)
                     .with_option("query_id", format!("{prefix}/recompute")),
             )
             .await?;
@@ -678,13 +715,7 @@ pub async fn compare_with_raw(ch: &Ch) -> Result<(usize, Vec<Difference>), Error
         .replace("{bucket}", BUCKET_SQL)
         .replace("{grains}", &grains_sql());
     let fresh: Vec<RollupRow> = ch
-        .fetch_query(
-            ch.query(&sql)
-                .bind(0u32)
-                .bind(u32::MAX)
-                .bind(0u32)
-                .bind(u32::MAX),
-        )
+        .fetch_query(recompute_range(ch.query(&sql), 0, u32::MAX))
         .await?;
     let fresh = Rollup::from_rows(fresh);
     let diff = fresh.minus(&stored);
@@ -917,6 +948,53 @@ mod tests {
             .find(|x| x.grain == "hour" && x.dimension == "product")
             .unwrap();
         assert_eq!((hour.bucket, hour.dim_value.as_str()), (1_767_261_600, ""));
+        // Neither has a comment: no comment hour.
+        assert!(rows.iter().all(|x| x.grain != COMMENT_HOUR));
+    }
+
+    #[test]
+    fn commented_ratings_count_in_their_hour() {
+        let mut r = Rollup::default();
+        // 2026-01-01T10:17:30Z, 10:59:59Z and 11:00:00Z
+        let t = 1_767_262_650;
+        let with = |mut x: RatingRow, c: &str| {
+            x.comment = Some(c.into());
+            x
+        };
+        r.rating(&with(rating("payments", "csat", 1, t, "web"), "late"));
+        r.rating(&with(
+            rating("payments", "csat", 5, 1_767_265_199, "app"),
+            "fine",
+        ));
+        r.rating(&with(
+            rating("payments", "csat", 4, 1_767_265_200, "web"),
+            "ok",
+        ));
+        r.rating(&with(rating("payments", "csat", 2, t, "web"), ""));
+        r.rating(&rating("payments", "nps", 3, t, "web"));
+        let hours: Vec<_> = r
+            .rows()
+            .into_iter()
+            .filter(|x| x.grain == COMMENT_HOUR)
+            .map(|x| {
+                (
+                    x.bucket,
+                    x.team,
+                    x.metric,
+                    x.responses,
+                    x.score_sum,
+                    x.positive,
+                    x.negative,
+                )
+            })
+            .collect();
+        assert_eq!(
+            hours,
+            [
+                (1_767_261_600, "payments".into(), "csat".into(), 2, 6, 1, 1),
+                (1_767_265_200, "payments".into(), "csat".into(), 1, 4, 1, 0),
+            ]
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct RatingFacts<'a> {
     pub product: &'a str,
     /// The kind of the interaction it rates; `""` when none is known.
     pub kind: &'a str,
+    /// It carries a (non-empty) comment.
+    pub commented: bool,
 }
 
 /// The aggregate tables' expected content (summed per key), and the per-team totals the
@@ -67,6 +69,9 @@ pub struct Aggregates {
     pub team_dim_minute: BTreeMap<(String, String, String, String, u32), Sums>,
     /// (team, metric) → sums over all time, as `team_metrics` (grain `total`).
     pub team_metrics: BTreeMap<(String, String), Sums>,
+    /// (team, metric, hour) → sums of the ratings with a comment, as the rollups' comment
+    /// hours (grain `comment_hour`); the hour's start in epoch seconds.
+    pub team_comment_hour: BTreeMap<(String, String, u32), Sums>,
 }
 
 impl Aggregates {
@@ -99,6 +104,15 @@ impl Aggregates {
             r.metric,
             r.score,
         );
+        if r.commented {
+            add(
+                self.team_comment_hour
+                    .entry((team.clone(), metric.clone(), r.minute / 3600 * 3600))
+                    .or_default(),
+                r.metric,
+                r.score,
+            );
+        }
         for (d, v) in [
             ("channel", r.channel),
             ("product", r.product),
@@ -216,6 +230,7 @@ impl Expected {
                             channel: x.channel.as_str(),
                             product: x.product.as_deref().unwrap_or(""),
                             kind,
+                            commented: x.comment.as_deref().is_some_and(|c| !c.is_empty()),
                         });
                     }
                 }

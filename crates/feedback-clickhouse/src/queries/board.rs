@@ -95,51 +95,100 @@ pub struct BreakdownRow {
     pub value: f64,
 }
 
-/// How far back the latest comments are looked for: the last 24 hours, a bounded slice of
+/// How far back the latest comments are looked for: the last 24 hours of
 /// `rating_comments` (migration 9: only the ratings with a comment, ordered by
-/// `(team, negative, occurred_at, ...)` in small granules), whatever the history. A team
-/// without comments in that span shows none; older ones are in the same table (Grafana's
-/// comments panel takes any time range).
+/// `(team, negative, occurred_at, ...)` in small granules), from the hour each team's
+/// comment counts in the rollups say its newest comments start at ([`COMMENT_HOURS_SQL`]).
+/// A team without comments in that span shows none; older ones are in the same table
+/// (Grafana's comments panel takes any time range).
 pub const COMMENTS_RECENT_SECS: u32 = 86400;
 
-/// The slices the latest comments are looked for in, shortest first: a team with enough
-/// comments in one (every busy one, in the first) is served from it; only the others are
-/// looked for in the next, by name (the ordering key `(team, ...)` prunes the rest), up to
-/// [`COMMENTS_RECENT_SECS`]. A quiet spell (night, a stopped producer) moves the busy teams
-/// to the second slice, not to a whole day of everyone's comments.
-pub const COMMENT_SLICES_SECS: [u32; 3] = [900, 3 * 3600, COMMENTS_RECENT_SECS];
+/// Per team with ratings in the last `?` seconds (from the start of that hour), its hours
+/// and the comments the rollups count in each ([`rollups::COMMENT_HOUR`]; 0 for an hour with
+/// ratings but no comment). `{team}` is `1` or `team IN (...)`. A few rows per team and
+/// hour, whatever the history and the rate.
+pub const COMMENT_HOURS_SQL: &str = "SELECT team, toUInt32(bucket) AS hour, \
+        toInt64(sumIf(responses, grain = 'comment_hour')) AS comments \
+     FROM {db}.rollups \
+     WHERE grain IN ('hour', 'comment_hour') AND bucket >= toStartOfHour(now() - ?) \
+       AND dimension = '' AND metric != '' AND {team} \
+     GROUP BY team, hour HAVING sum(responses) != 0";
+
+/// [`COMMENT_HOURS_SQL`] for every team (`teams` = 0) or for `teams` teams. Placeholders:
+/// the span in seconds, the teams.
+pub fn comment_hours_sql(teams: usize) -> String {
+    COMMENT_HOURS_SQL.replace("{team}", &team_filter(teams))
+}
+
+fn team_filter(teams: usize) -> String {
+    if teams > 0 {
+        format!("team IN ({})", vec!["?"; teams].join(", "))
+    } else {
+        "1".to_string()
+    }
+}
+
+/// One row of [`COMMENT_HOURS_SQL`].
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
+pub struct CommentHour {
+    pub team: String,
+    pub hour: u32,
+    pub comments: i64,
+}
+
+/// Where each team's newest `limit` comments start, from its comment hours: the start of
+/// the newest hour from which on the rollups count at least `limit` comments, or `None`
+/// (fewer in the whole span: read all of it). Teams in name order.
+pub fn comment_bounds(hours: &[CommentHour], limit: u64) -> BTreeMap<String, Option<u32>> {
+    let mut per_team: BTreeMap<&str, Vec<(u32, i64)>> = BTreeMap::new();
+    for h in hours {
+        per_team
+            .entry(h.team.as_str())
+            .or_default()
+            .push((h.hour, h.comments));
+    }
+    per_team
+        .into_iter()
+        .map(|(team, mut hs)| {
+            hs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            let mut seen = 0i64;
+            let bound = hs.into_iter().find_map(|(hour, n)| {
+                seen += n;
+                (limit > 0 && seen >= limit as i64).then_some(hour)
+            });
+            (team.to_string(), bound)
+        })
+        .collect()
+}
 
 /// The latest `?` comments per team of the last `?` seconds, newest first, without their
-/// interaction's context. `{team}` is `1` or `team IN (...)` (one or more teams: the
-/// ordering key `(team, ...)` prunes the others; `NOT IN` would not). A row the view and a
-/// backfill both wrote is read once (one row per `rating_id`).
+/// interaction's context. `{team}` selects teams by name (the ordering key `(team, ...)`
+/// prunes the others; `NOT IN` would not), each from its bound or over the whole span:
+/// [`recent_comments_sql`]. A row the view and a backfill both wrote is read once (one row
+/// per `rating_id`).
 const RECENT_COMMENTS_SQL: &str =
     "SELECT team, rating_id, occurred_at_ms, metric, toInt32(score) AS score, \
         comment, channel, service, orphan, interaction_id, interaction_kind \
      FROM ( \
         SELECT team, rating_id, occurred_at_ms, metric, score, comment, channel, service, orphan, \
                interaction_id, interaction_kind \
-        FROM {db}.rating_comments WHERE occurred_at >= now() - ? AND {team} \
+        FROM {db}.rating_comments WHERE occurred_at >= now() - ? AND ({team}) \
         LIMIT 1 BY team, rating_id \
      ) \
      ORDER BY team, occurred_at_ms DESC, rating_id LIMIT ? BY team";
 
-/// [`RECENT_COMMENTS_SQL`] for every team (`teams` = 0) or for `teams` teams. Placeholders
-/// in order: the span in seconds, the teams, the limit.
-pub fn recent_comments_sql(teams: usize) -> String {
-    let filter = if teams > 0 {
-        format!("team IN ({})", vec!["?"; teams].join(", "))
-    } else {
-        "1".to_string()
-    };
-    RECENT_COMMENTS_SQL.replace("{team}", &filter)
+/// [`RECENT_COMMENTS_SQL`] for `bounded` teams, each from its own start
+/// (`(team = ? AND occurred_at >= toDateTime(?))`), and `whole` teams over the whole span
+/// (`team IN (...)`); every team when both are 0. Placeholders in order: the span in
+/// seconds, each bounded team and its start, the whole teams, the limit.
+pub fn recent_comments_sql(bounded: usize, whole: usize) -> String {
+    let mut parts: Vec<String> =
+        vec!["(team = ? AND occurred_at >= toDateTime(?))".to_string(); bounded];
+    if whole > 0 || bounded == 0 {
+        parts.push(team_filter(whole));
+    }
+    RECENT_COMMENTS_SQL.replace("{team}", &parts.join(" OR "))
 }
-
-/// The teams with ratings in the last `?` seconds, from the rollups' hours (a few hundred
-/// rows whatever the history).
-pub const RECENT_TEAMS_SQL: &str = "SELECT DISTINCT team FROM {db}.rollups \
-     WHERE grain = 'hour' AND bucket >= toStartOfHour(now()) - ? AND dimension = '' AND metric != '' AND responses != 0 \
-     ORDER BY team";
 
 /// The context of `n` interactions (`?` placeholders, their ids) from
 /// `interaction_context` (migration 8), read by its ordering key: a few small granules per
@@ -325,64 +374,70 @@ pub async fn breakdown(
     ch.fetch_query(q).await
 }
 
-/// The latest `limit` comments of one team (or of every team, `None`), newest first, each
-/// with its interaction's context (empty strings when the interaction is not known: an
-/// orphan or a rating without interaction; the kind then comes from the rating's join).
-/// Bounded whatever the history: the slices of [`COMMENT_SLICES_SECS`] in turn, each for
-/// the teams that had fewer than `limit` in the one before (of those with ratings in the
-/// last day, from the rollups), by their ranges of the key; then the context of the
-/// comments kept, by interaction_id.
+/// The latest `limit` comments of one team (or of every team with ratings in the last
+/// day, `None`), newest first, each with its interaction's context (empty strings when the
+/// interaction is not known: an orphan or a rating without interaction; the kind then comes
+/// from the rating's join). Bounded whatever the history and the rate: each team's comment
+/// hours from the rollups ([`COMMENT_HOURS_SQL`]) give the hour its newest `limit` comments
+/// start at ([`comment_bounds`]), and one read of `rating_comments` takes each team from
+/// there (about one hour of its comments at most, a few small granules); a team the counts
+/// promised more than it has (comments erased, or lost by the view until `rollups rebuild`
+/// restores them) is read again over the whole day. Then the context of the comments kept,
+/// by interaction_id.
 pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<CommentRow>, Error> {
-    let recent = |secs: u32, teams: &[String]| {
-        let mut q = ch.query(&recent_comments_sql(teams.len())).bind(secs);
-        for t in teams {
-            q = q.bind(t.as_str());
+    let hours: Vec<CommentHour> = {
+        let mut q = ch
+            .query(&comment_hours_sql(usize::from(team.is_some())))
+            .bind(COMMENTS_RECENT_SECS);
+        if let Some(t) = team {
+            q = q.bind(t);
+        }
+        ch.fetch_query(q).await?
+    };
+    let mut bounds = comment_bounds(&hours, limit);
+    if let Some(t) = team {
+        // Asked for by name: read even when the rollups count nothing of it yet.
+        bounds.entry(t.to_string()).or_insert(None);
+    }
+    if bounds.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let recent = |bounded: Vec<(&str, u32)>, whole: Vec<&str>| {
+        let mut q = ch
+            .query(&recent_comments_sql(bounded.len(), whole.len()))
+            .bind(COMMENTS_RECENT_SECS);
+        for (t, from) in &bounded {
+            q = q.bind(*t).bind(*from);
+        }
+        for t in &whole {
+            q = q.bind(*t);
         }
         ch.fetch_query::<RecentComment>(q.bind(limit))
     };
-    // Teams still looked for: the one asked for, or every team with ratings in the last
-    // day (from the rollups) once the first slice has been read for all of them.
-    let mut rows: Vec<RecentComment> = Vec::new();
-    let mut short: Option<Vec<String>> = team.map(|t| vec![t.to_string()]);
-    for (i, secs) in COMMENT_SLICES_SECS.into_iter().enumerate() {
-        let found = match &short {
-            None => recent(secs, &[]).await?,
-            Some(teams) if teams.is_empty() => break,
-            Some(teams) => recent(secs, teams).await?,
-        };
-        let mut per_team: BTreeMap<&str, u64> = BTreeMap::new();
-        for r in &found {
-            *per_team.entry(r.team.as_str()).or_default() += 1;
-        }
-        let complete: BTreeSet<String> = per_team
-            .into_iter()
-            .filter(|(_, n)| *n >= limit || i + 1 == COMMENT_SLICES_SECS.len())
-            .map(|(t, _)| t.to_string())
-            .collect();
-        let candidates = match short.take() {
-            Some(teams) => teams,
-            // Every team seen in the first slice too: rollups that do not count everything
-            // yet (before a rebuild) must not hide a team's comments.
-            None => {
-                #[derive(clickhouse::Row, Deserialize)]
-                struct Team {
-                    team: String,
-                }
-                let teams: Vec<Team> = ch
-                    .fetch_query(ch.query(RECENT_TEAMS_SQL).bind(COMMENTS_RECENT_SECS + 3600))
-                    .await?;
-                let mut all: BTreeSet<String> = teams.into_iter().map(|t| t.team).collect();
-                all.extend(found.iter().map(|r| r.team.clone()));
-                all.into_iter().collect()
-            }
-        };
-        rows.extend(found.into_iter().filter(|r| complete.contains(&r.team)));
-        short = Some(
-            candidates
-                .into_iter()
-                .filter(|t| !complete.contains(t))
-                .collect(),
-        );
+    let bounded: Vec<(&str, u32)> = bounds
+        .iter()
+        .filter_map(|(t, b)| b.map(|b| (t.as_str(), b)))
+        .collect();
+    let whole: Vec<&str> = bounds
+        .iter()
+        .filter(|(_, b)| b.is_none())
+        .map(|(t, _)| t.as_str())
+        .collect();
+    let mut rows = recent(bounded.clone(), whole).await?;
+    let mut found: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &rows {
+        *found.entry(r.team.as_str()).or_default() += 1;
+    }
+    let short: Vec<&str> = bounded
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| found.get(t).copied().unwrap_or(0) < limit)
+        .collect();
+    if !short.is_empty() {
+        let again = recent(Vec::new(), short.clone()).await?;
+        let short: BTreeSet<&str> = short.into_iter().collect();
+        rows.retain(|r| !short.contains(r.team.as_str()));
+        rows.extend(again);
     }
     let ids: BTreeSet<&str> = rows
         .iter()
@@ -501,9 +556,14 @@ mod tests {
                 WHERE grain = 'minute' AND bucket >= toStartOfMinute(now()) - 3600 ORDER BY team, metric, ts", &[]),
             "trend_team": fill(TREND_TEAM_SQL, &["'hour'", "86400", "'payments'"]),
             "breakdown": fill(&breakdown_sql(Window::Hour, true), &["'payments'"]),
-            "comments": fill(&recent_comments_sql(1), &["86400", "'payments'", "20"]),
-            "comments_all": fill(&recent_comments_sql(0), &["86400", "1"]),
-            "recent_teams": fill(RECENT_TEAMS_SQL, &["90000"]),
+            "comments": fill(&recent_comments_sql(0, 1), &["86400", "'payments'", "20"]),
+            "comments_all": fill(&recent_comments_sql(0, 0), &["86400", "1"]),
+            // payments from the start of the hour of r1 (five minutes ago): r1 and r3.
+            "comments_bounded": fill(&recent_comments_sql(1, 1), &[
+                "86400", "'payments'", "toUInt32(toStartOfHour(now() - 300))", "'unowned'", "20",
+            ]),
+            "comment_hours": fill(&comment_hours_sql(0), &["86400"]),
+            "comment_hours_team": fill(&comment_hours_sql(1), &["86400", "'payments'"]),
             "context": fill(&interaction_context_sql(2), &["'i1'", "'i9'"]),
             "breakdown_all": fill(&breakdown_sql(Window::Hour, false), &[]),
             "health": fill(HEALTH_SQL, &[]),
@@ -574,10 +634,36 @@ mod tests {
         assert_eq!(c[0]["interaction_kind"], "");
         assert_eq!(c[1]["rating_id"], "r1");
         assert_eq!(c[1]["interaction_kind"], "order");
+        // Comment hours: payments' two comments (r1, r3) in the hour of five minutes ago,
+        // none in the hour of its CES answers; unowned has ratings, no comment.
+        let mut hours: Vec<CommentHour> =
+            serde_json::from_value(r["comment_hours"].clone()).unwrap();
+        hours.sort_by_key(|h| (h.team.clone(), h.hour));
+        let counts: Vec<(&str, i64)> = hours
+            .iter()
+            .map(|h| (h.team.as_str(), h.comments))
+            .collect();
         assert_eq!(
-            r["recent_teams"],
-            serde_json::json!([{"team": "payments"}, {"team": "unowned"}])
+            counts,
+            [("payments", 0), ("payments", 2), ("unowned", 0)],
+            "{r}"
         );
+        assert_eq!(hours[1].hour % 3600, 0);
+        assert_eq!(hours[0].hour % 3600, 0);
+        assert!(hours[0].hour < hours[1].hour);
+        let team_hours: Vec<CommentHour> =
+            serde_json::from_value(r["comment_hours_team"].clone()).unwrap();
+        assert_eq!(team_hours.len(), 2, "{r}");
+        assert!(team_hours.iter().all(|h| h.team == "payments"));
+        // Two comments are found from the newest hour on, three are not.
+        let b = comment_bounds(&hours, 2);
+        assert_eq!(b["payments"], Some(hours[1].hour));
+        assert_eq!(b["unowned"], None);
+        assert_eq!(comment_bounds(&hours, 3)["payments"], None);
+        // Read from that bound: both of payments' comments, newest first.
+        let c = r["comments_bounded"].as_array().unwrap();
+        let ids: Vec<&str> = c.iter().map(|x| x["rating_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["r3", "r1"], "{r}");
         // The materialized view of migration 8 holds i1 (landed after it); i9 never landed.
         let ctx = r["context"].as_array().unwrap();
         assert_eq!(ctx.len(), 1, "{r}");

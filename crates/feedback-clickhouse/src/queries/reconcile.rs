@@ -76,6 +76,13 @@ pub async fn team_minute(ch: &Ch) -> Result<Vec<TeamMinute>, Error> {
         .await
 }
 
+/// The rollups' comment hours (grain `comment_hour`: the ratings with a comment), as
+/// [`TeamMinute`] keys whose `minute` is the hour's start.
+pub async fn comment_hours(ch: &Ch) -> Result<Vec<TeamMinute>, Error> {
+    ch.fetch("SELECT team, metric, toUInt32(bucket) AS minute, toUInt64(sum(responses)) AS responses, sum(score_sum) AS score_sum, toUInt64(sum(positive)) AS positive, toUInt64(sum(negative)) AS negative FROM {db}.rollups WHERE grain = 'comment_hour' GROUP BY team, metric, minute HAVING responses != 0")
+        .await
+}
+
 /// One key of `{db}.team_interactions_minute`.
 #[derive(Debug, Clone, clickhouse::Row, Deserialize)]
 pub struct TeamInteractionsMinute {

@@ -321,6 +321,23 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
         .collect();
     map_line(&mut report, "team_dim_minute", &a.team_dim_minute, &tdm);
 
+    let tch: BTreeMap<(String, String, u32), Sums> = q::comment_hours(ch)
+        .await?
+        .into_iter()
+        .map(|r| {
+            (
+                (r.team, r.metric, r.minute),
+                (r.responses, r.score_sum, r.positive, r.negative),
+            )
+        })
+        .collect();
+    map_line(
+        &mut report,
+        "rollups: comment hours",
+        &a.team_comment_hour,
+        &tch,
+    );
+
     // Every rollup (hour and day grains too) equals its recomputation from the raw rows,
     // which the lines above hold equal to the generated events.
     let (keys, diffs) = feedback_clickhouse::rollups::compare_with_raw(ch).await?;
