@@ -150,7 +150,7 @@ pub fn comment_bounds(hours: &[CommentHour], limit: u64) -> BTreeMap<String, Opt
     per_team
         .into_iter()
         .map(|(team, mut hs)| {
-            hs.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            hs.sort_unstable_by_key(|h| std::cmp::Reverse(h.0));
             let mut seen = 0i64;
             let bound = hs.into_iter().find_map(|(hour, n)| {
                 seen += n;
