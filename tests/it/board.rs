@@ -501,14 +501,16 @@ async fn insert_ratings(ch: &Ch, rows: &[Seed<'_>]) {
     }
 }
 
-/// The latest comments come from slices of growing span (15 min, 3 h, 24 h), each read only
-/// for the teams short of the limit in the one before: whatever slice a team's comments are
-/// in, it gets its newest `limit`, newest first; comments older than 24 h are not shown;
-/// the interaction's context comes from `interaction_context` (migration 8), or the kind
-/// the join recorded when the interaction never landed.
+/// The latest comments of each team are read from the hour its comment counts in the
+/// rollups say its newest `limit` start at (the whole last day when it has fewer): whatever
+/// hour a team's comments are in, it gets its newest `limit`, newest first; comments older
+/// than 24 h are not shown; a team whose counts promise more than `rating_comments` holds
+/// (comments erased, or lost by the view until a rebuild) is read again over the whole day;
+/// the interaction's context comes from `interaction_context` (migration 8), or the kind the
+/// join recorded when the interaction never landed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
-    let env = Env::new("boardslices");
+async fn latest_comments_start_at_the_hour_the_comment_counts_give() {
+    let env = Env::new("boardcomments");
     env.run(&["migrate"]);
     let ch = env.clickhouse();
     let c = |id: &str, team: &'static str, ago: i64| -> Seed<'static> {
@@ -537,21 +539,60 @@ async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
     insert_ratings(
         &ch,
         &[
-            // payments: three in the last 15 minutes (limit 2: the two newest) and an older one.
+            // payments: three in the last minutes (limit 2: the two newest) and an older one.
             c("p1", "payments", 60),
             c("p2", "payments", 120),
             c("p3", "payments", 180),
             c("p4", "payments", 7200),
-            // delivery: d1 5 minutes ago (above), one an hour ago (second slice), one 10 h ago.
+            // delivery: d1 5 minutes ago (above), one an hour ago, one 10 h ago.
             c("d2", "delivery", 3600),
             c("d3", "delivery", 36000),
-            // loyalty: l1 20 h ago (third slice, above); stores: only one 30 h ago (none shown).
+            // loyalty: l1 20 h ago (above); stores: only one 30 h ago (none shown).
             c("s1", "stores", 108000),
+            // support: one a minute ago and one 3 h ago; its counts are inflated below.
+            c("u1", "support", 60),
+            c("u2", "support", 10800),
             // a rating without comment is never shown.
             ("n1".to_string(), "loyalty", "csat", 1, 60, None),
         ],
     )
     .await;
+    // support's counts promise two comments in u1's hour, where `rating_comments` holds one
+    // (as after an erasure): the read from that hour finds one and reads the day again.
+    let hour = |ago: i64| ((chrono::Utc::now().timestamp() - ago) / 3600 * 3600) as u32;
+    ch.insert_rollups(
+        &[feedback_clickhouse::rollups::RollupRow {
+            grain: feedback_clickhouse::rollups::COMMENT_HOUR.into(),
+            bucket: hour(60),
+            team: "support".into(),
+            metric: "csat".into(),
+            dimension: String::new(),
+            dim_value: String::new(),
+            channel: String::new(),
+            kind: String::new(),
+            responses: 1,
+            score_sum: 2,
+            score_sq_sum: 4,
+            positive: 0,
+            negative: 1,
+            orphans: 0,
+            interactions: 0,
+            mark: 0,
+        }],
+        "board-test-inflate",
+    )
+    .await
+    .unwrap();
+    // The bounds: each team from the hour of its second newest comment (support's counts
+    // say u1's), loyalty over the whole day (one comment).
+    let hours = feedback_clickhouse::queries::board::comment_hours(&ch, None)
+        .await
+        .unwrap();
+    let bounds = feedback_clickhouse::queries::board::comment_bounds(&hours, 2);
+    assert_eq!(bounds["payments"], Some(hour(120)), "{bounds:?}");
+    assert_eq!(bounds["delivery"], Some(hour(3600)), "{bounds:?}");
+    assert_eq!(bounds["support"], Some(hour(60)), "{bounds:?}");
+    assert_eq!(bounds["loyalty"], None, "{bounds:?}");
     let all = feedback_clickhouse::queries::board::comments(&ch, None, 2)
         .await
         .unwrap();
@@ -567,6 +608,8 @@ async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
             ("loyalty", "l1"),
             ("payments", "p1"),
             ("payments", "p2"),
+            ("support", "u1"),
+            ("support", "u2"),
         ]
     );
     let d1 = &all[0];
@@ -589,7 +632,7 @@ async fn latest_comments_come_from_the_shortest_slice_that_holds_them() {
         ("visit", "", "i-l1")
     );
     // One team at a time: the same rows.
-    for team in ["payments", "delivery", "loyalty", "stores"] {
+    for team in ["payments", "delivery", "loyalty", "stores", "support"] {
         let one = feedback_clickhouse::queries::board::comments(&ch, Some(team), 2)
             .await
             .unwrap();

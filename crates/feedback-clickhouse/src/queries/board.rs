@@ -136,6 +136,18 @@ pub struct CommentHour {
     pub comments: i64,
 }
 
+/// The comment hours of the last day ([`COMMENTS_RECENT_SECS`]) of one team or of every
+/// team with ratings in it.
+pub async fn comment_hours(ch: &Ch, team: Option<&str>) -> Result<Vec<CommentHour>, Error> {
+    let mut q = ch
+        .query(&comment_hours_sql(usize::from(team.is_some())))
+        .bind(COMMENTS_RECENT_SECS);
+    if let Some(t) = team {
+        q = q.bind(t);
+    }
+    ch.fetch_query(q).await
+}
+
 /// Where each team's newest `limit` comments start, from its comment hours: the start of
 /// the newest hour from which on the rollups count at least `limit` comments, or `None`
 /// (fewer in the whole span: read all of it). Teams in name order.
@@ -385,15 +397,7 @@ pub async fn breakdown(
 /// restores them) is read again over the whole day. Then the context of the comments kept,
 /// by interaction_id.
 pub async fn comments(ch: &Ch, team: Option<&str>, limit: u64) -> Result<Vec<CommentRow>, Error> {
-    let hours: Vec<CommentHour> = {
-        let mut q = ch
-            .query(&comment_hours_sql(usize::from(team.is_some())))
-            .bind(COMMENTS_RECENT_SECS);
-        if let Some(t) = team {
-            q = q.bind(t);
-        }
-        ch.fetch_query(q).await?
-    };
+    let hours = comment_hours(ch, team).await?;
     let mut bounds = comment_bounds(&hours, limit);
     if let Some(t) = team {
         // Asked for by name: read even when the rollups count nothing of it yet.
