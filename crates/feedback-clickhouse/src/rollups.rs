@@ -392,6 +392,8 @@ pub const COVERAGE_SQL: &str = "SELECT \
         (SELECT count() FROM {db}.interactions) AS raw_interactions, \
         (SELECT toInt64(sum(responses)) FROM {db}.rollups WHERE grain = 'day' AND dimension = '' AND metric != '') AS rolled_ratings, \
         (SELECT toInt64(sum(interactions)) FROM {db}.rollups WHERE grain = 'day' AND metric = '') AS rolled_interactions, \
+        (SELECT count() FROM {db}.ratings WHERE has_comment = 1) AS raw_comments, \
+        (SELECT toInt64(sum(responses)) FROM {db}.rollups WHERE grain = 'comment_hour') AS rolled_comments, \
         (SELECT toUInt32(min(occurred_at)) FROM {db}.ratings) AS first_rating, \
         (SELECT toUInt32(min(occurred_at)) FROM {db}.interactions) AS first_interaction, \
         (SELECT toUInt32(max(occurred_at)) FROM {db}.ratings) AS last_rating, \
@@ -404,6 +406,9 @@ pub struct Coverage {
     pub raw_interactions: u64,
     pub rolled_ratings: i64,
     pub rolled_interactions: i64,
+    /// Ratings with a comment, and what the comment hours count.
+    pub raw_comments: u64,
+    pub rolled_comments: i64,
     pub first_rating: u32,
     pub first_interaction: u32,
     pub last_rating: u32,

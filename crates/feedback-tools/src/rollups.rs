@@ -213,13 +213,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// What `migrate` and `status` say about the rollups: `None` when they count every raw row.
 pub fn advice(c: &Coverage) -> Option<String> {
     let behind = c.raw_ratings as i64 != c.rolled_ratings
-        || c.raw_interactions as i64 != c.rolled_interactions;
+        || c.raw_interactions as i64 != c.rolled_interactions
+        || c.raw_comments as i64 != c.rolled_comments;
     behind.then(|| {
         format!(
-            "the rollups count {} of {} ratings and {} of {} interactions in the raw tables; \
-             run `feedback rollups rebuild` to recompute them from the raw rows (safe while the \
-             pipeline runs; equal counts can also differ after raw rows expired or were erased)",
-            c.rolled_ratings, c.raw_ratings, c.rolled_interactions, c.raw_interactions
+            "the rollups count {} of {} ratings, {} of {} interactions and {} of {} comments in \
+             the raw tables; run `feedback rollups rebuild` to recompute them from the raw rows \
+             (safe while the pipeline runs; equal counts can also differ after raw rows expired \
+             or were erased; until then the latest comments of an uncounted hour are read from \
+             the whole last day, slower but complete)",
+            c.rolled_ratings,
+            c.raw_ratings,
+            c.rolled_interactions,
+            c.raw_interactions,
+            c.rolled_comments,
+            c.raw_comments
         )
     })
 }
@@ -230,8 +238,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "cannot read the rollups; is ClickHouse up and the schema migrated (`feedback migrate`)?",
     )?;
     println!(
-        "raw: {} ratings, {} interactions; rollups: {} ratings, {} interactions",
-        c.raw_ratings, c.raw_interactions, c.rolled_ratings, c.rolled_interactions
+        "raw: {} ratings, {} interactions, {} comments; rollups: {} ratings, {} interactions, {} comments",
+        c.raw_ratings,
+        c.raw_interactions,
+        c.raw_comments,
+        c.rolled_ratings,
+        c.rolled_interactions,
+        c.rolled_comments
     );
     match advice(&c) {
         Some(a) => println!("{a}"),
