@@ -1,7 +1,7 @@
 //! The board's reads. Numbers come from the rollups with the views' window sums
 //! ([`crate::rollups::window_sums_sql`]) and formulas, restricted to the one window the page
 //! shows (the views compute all six), so they equal what SQL users and Grafana see; the
-//! trend reads `team_metrics`; comments read a bounded recent slice of the raw tables. Every statement runs on ClickHouse 18.16 and current
+//! trend reads `team_metrics`; comments read `rating_comments` from the hour the rollups' comment hours give. Every statement runs on ClickHouse 18.16 and current
 //! ClickHouse (checked with chDB by `tests/board_sql_chdb.py`, driven by the test below).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
