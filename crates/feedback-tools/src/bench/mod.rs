@@ -104,11 +104,13 @@ pub struct Args {
     /// Timed calls of each board API call (after one warm-up).
     #[arg(long, env = "FEEDBACK_BENCH_READ_SCALE_CALLS", default_value_t = 20)]
     pub read_scale_calls: usize,
-    /// Timed runs of each Grafana panel query per time range (after one warm-up).
+    /// Timed runs of each Grafana panel query per time range (after one warm-up). 20, as
+    /// for the API calls: with 10 the p95 was nearly the slowest run, and one scheduler
+    /// stall on a 10 ms read moved a 500 k → 50 M ratio by 3×.
     #[arg(
         long,
         env = "FEEDBACK_BENCH_READ_SCALE_PANEL_RUNS",
-        default_value_t = 10
+        default_value_t = 20
     )]
     pub read_scale_panel_runs: usize,
     /// Seconds the index and every team's page stay open live.
