@@ -86,6 +86,37 @@ async fn rebuild_counts_raw_rows_exactly_while_the_sink_lands() {
         status.contains("the rollups count every raw row"),
         "{status}"
     );
+
+    // An installation upgraded from a version without comment hours: every other rollup
+    // is there, the comment hours are not (cancelled here by their negation). `status` says
+    // so, and a rebuild counts them, exactly.
+    ch.execute(&format!(
+        "INSERT INTO {{db}}.rollups ({}) SELECT grain, bucket, team, metric, dimension, dim_value, channel, kind, \
+         -sum(responses), -sum(score_sum), -sum(score_sq_sum), -sum(positive), -sum(negative), -sum(orphans), \
+         toInt64(0), toInt64(0) FROM {{db}}.rollups WHERE grain = 'comment_hour' \
+         GROUP BY grain, bucket, team, metric, dimension, dim_value, channel, kind",
+        feedback_clickhouse::rollups::COLUMN_LIST
+    ))
+    .await
+    .unwrap();
+    let commented = events
+        .iter()
+        .filter(|e| matches!(&e.event, feedback_events::Event::Rating(r) if r.comment.as_deref().is_some_and(|c| !c.is_empty())))
+        .count();
+    assert!(commented > 0);
+    let status = env.run(&["rollups", "status"]);
+    assert!(
+        status.contains(&format!("0 of {commented} comments")),
+        "{status}"
+    );
+    let fourth = env.run(&["rollups", "rebuild"]);
+    assert!(!fourth.contains(": 0 correction row(s)"), "{fourth}");
+    check_end_state(&ch, &events).await;
+    let status = env.run(&["rollups", "status"]);
+    assert!(
+        status.contains("the rollups count every raw row"),
+        "{status}"
+    );
 }
 
 /// Raw rows expire (whole months on 18.16), rollups keep every day: the totals stay, and a
