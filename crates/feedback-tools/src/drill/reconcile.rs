@@ -285,16 +285,7 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
     }
 
     let a = &e.aggregates;
-    let tm: BTreeMap<(String, String, u32), Sums> = q::team_minute(ch)
-        .await?
-        .into_iter()
-        .map(|r| {
-            (
-                (r.team, r.metric, r.minute),
-                (r.responses, r.score_sum, r.positive, r.negative),
-            )
-        })
-        .collect();
+    let tm = by_team_metric_time(q::team_minute(ch).await?);
     map_line(&mut report, "team_minute", &a.team_minute, &tm);
 
     let tim: BTreeMap<(String, u32, String, String), u64> = q::team_interactions_minute(ch)
@@ -321,16 +312,7 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
         .collect();
     map_line(&mut report, "team_dim_minute", &a.team_dim_minute, &tdm);
 
-    let tch: BTreeMap<(String, String, u32), Sums> = q::comment_hours(ch)
-        .await?
-        .into_iter()
-        .map(|r| {
-            (
-                (r.team, r.metric, r.minute),
-                (r.responses, r.score_sum, r.positive, r.negative),
-            )
-        })
-        .collect();
+    let tch = by_team_metric_time(q::comment_hours(ch).await?);
     map_line(
         &mut report,
         "rollups: comment hours",
@@ -395,6 +377,18 @@ pub async fn reconcile(ch: &Ch, e: &Expected) -> anyhow::Result<Report> {
         map_line(&mut report, what, &want, &have);
     }
     Ok(report)
+}
+
+/// Rows keyed by (team, metric, minute or hour), as the oracle keys them.
+fn by_team_metric_time(rows: Vec<q::TeamMinute>) -> BTreeMap<(String, String, u32), Sums> {
+    rows.into_iter()
+        .map(|r| {
+            (
+                (r.team, r.metric, r.minute),
+                (r.responses, r.score_sum, r.positive, r.negative),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
