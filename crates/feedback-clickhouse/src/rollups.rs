@@ -46,8 +46,9 @@ pub const MARK: &str = "mark";
 /// The grain of the commented ratings' counts: per team, metric and hour (`dimension` and
 /// `dim_value` empty), the sums of the ratings that carry a comment, so that a read of the
 /// newest comments picks the hour it must start at from a few rollup rows instead of reading
-/// the times of every comment of its range ([`comment_bound`]). Not one of [`GRAINS`]:
-/// every reader of the metrics names its grains, so none of them counts these rows.
+/// the times of every comment of its range ([`crate::queries::board::comment_bounds`]). Not
+/// one of [`GRAINS`]: every reader of the metrics names its grains, so none of them counts
+/// these rows.
 pub const COMMENT_HOUR: &str = "comment_hour";
 
 /// One row of `{db}.rollups`: a delta (or, read back with `sum`, a total).
