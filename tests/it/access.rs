@@ -807,7 +807,10 @@ async fn loadgen_with_per_service_keys_is_accepted_by_a_keyed_collector() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(stdout.contains(" events accepted, 0 failed"), "{stdout}");
-    assert!(accepted >= 800, "{stdout}");
+    // How many the loadgen sends in its 2 s depends on how busy the machine is (346 on a
+    // fresh clone's CI with everything compiling and running beside it): not asserted. That
+    // every batch was accepted with its service's key, and landed, is.
+    assert!(accepted > 0, "{stdout}");
     assert_eq!(
         env.topic_messages(&env.topic("interactions")) + env.topic_messages(&env.topic("ratings")),
         accepted
