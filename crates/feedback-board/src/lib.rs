@@ -156,6 +156,8 @@ struct AppState {
 /// query set.
 struct BoardData {
     windows: Vec<WindowRow>,
+    /// Per team, its events in the window's current span (the data health's counts).
+    counts: BTreeMap<String, queries::WindowCounts>,
     trend: Vec<TrendRow>,
     health: Vec<queries::TeamHealthRow>,
     /// When these numbers were read (ms since the epoch): a snapshot served while read
@@ -237,9 +239,10 @@ fn metrics_json(rows: &[&WindowRow], window: Window) -> Value {
     Value::Object(out)
 }
 
-fn health_json(h: &queries::HealthRow) -> Value {
+fn health_json(h: &queries::HealthRow, window: Window) -> Value {
     let last = h.ratings_last.max(h.interactions_last);
     json!({
+        "counted_in": window.current(),
         "newest_landed_at": if last > 0 { json!(last) } else { Value::Null },
         "freshness_secs": if last > 0 { json!((h.now_s - last).max(0)) } else { Value::Null },
         "orphans": h.orphans,
@@ -287,9 +290,10 @@ impl AppState {
         self.data
             .get(window, self.ages(1), move || async move {
                 let (windows, trend, health) =
-                    tokio::try_join!(q.windows(window, None), q.trend(window, None), q.health(),)?;
+                    tokio::try_join!(q.windows(window, None), q.trend(window, None), q.health())?;
                 Ok(BoardData {
-                    windows,
+                    windows: windows.rows,
+                    counts: windows.counts,
                     trend,
                     health,
                     read_at_ms: feedback_runtime::now_ms(),
@@ -322,7 +326,12 @@ impl AppState {
             let d = self.data(window).await?;
             let rows = &d.windows;
             let trend = &d.trend;
-            let health = queries::HealthRow::of(&d.health, None, feedback_runtime::now_ms() / 1000);
+            let health = queries::HealthRow::of(
+                &d.health,
+                &d.counts,
+                None,
+                feedback_runtime::now_ms() / 1000,
+            );
             let mut names: Vec<(String, String)> = self
                 .teams
                 .iter()
@@ -355,7 +364,7 @@ impl AppState {
             Ok(json!({
                 "window": window.name(), "grain": window.trend_grain(), "span_secs": window.secs(),
                 "generated_at_ms": feedback_runtime::now_ms(), "read_at_ms": d.read_at_ms,
-                "teams": teams, "health": health_json(&health),
+                "teams": teams, "health": health_json(&health, window),
             }))
         })
         .await
@@ -387,6 +396,7 @@ impl AppState {
             let rows: Vec<&WindowRow> = d.windows.iter().filter(|r| mine(&r.team)).collect();
             let health = queries::HealthRow::of(
                 &d.health,
+                &d.counts,
                 Some(&team.team),
                 feedback_runtime::now_ms() / 1000,
             );
@@ -416,7 +426,7 @@ impl AppState {
                 "trend": t,
                 "breakdown": b,
                 "comments": { "access": "open", "items": comments },
-                "health": health_json(&health),
+                "health": health_json(&health, window),
             }))
         })
         .await
@@ -761,7 +771,7 @@ async fn evaluate_alerts(
     http: &reqwest::Client,
     warned: &mut std::collections::BTreeSet<String>,
 ) -> anyhow::Result<()> {
-    let rows = s.q.windows(cfg.window, None).await?;
+    let rows = s.q.windows(cfg.window, None).await?.rows;
     let squares = s.q.ces_squares(cfg.window).await?;
     let sample = |team: &str, metric: Metric, window: &str| -> Option<Sample> {
         let r = rows

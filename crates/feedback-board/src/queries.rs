@@ -9,7 +9,8 @@ use feedback_clickhouse::{Ch, Window};
 use prometheus::Histogram;
 
 pub use feedback_clickhouse::queries::board::{
-    BreakdownRow, CommentRow, HealthRow, SquaresRow, TeamHealthRow, TrendRow, WindowRow,
+    BreakdownRow, CommentRow, HealthRow, SquaresRow, TeamHealthRow, TrendRow, WindowCounts,
+    WindowRow, Windows,
 };
 
 /// Runs queries against one database and times them.
@@ -34,11 +35,7 @@ impl Queries {
         })
     }
 
-    pub async fn windows(
-        &self,
-        window: Window,
-        team: Option<&str>,
-    ) -> anyhow::Result<Vec<WindowRow>> {
+    pub async fn windows(&self, window: Window, team: Option<&str>) -> anyhow::Result<Windows> {
         self.timed(board::windows(&self.ch, window, team)).await
     }
 

@@ -825,11 +825,10 @@ fn rows_plan(bounds: &[Span]) -> RowsPlan {
     }
 }
 
-/// The rollup rows any window may need ([`rows_plan`]), as a `UNION ALL` of simple ranges of
+/// The rollup rows any window may need ([`rows_plan`]), columns `cols`, as a `UNION ALL` of simple ranges of
 /// the ordering key `(grain, bucket, ...)` (ClickHouse 18.16 prunes each branch; one `OR` of
 /// ranges made it scan the table). `filter` selects rows further (e.g. `dimension = ''`).
-pub fn window_rows_sql(filter: &str, bounds: &[Span]) -> String {
-    let cols = "grain, bucket, team, metric, dimension, dim_value, responses, positive, negative, score_sum, score_sq_sum";
+pub fn window_rows_sql(cols: &str, filter: &str, bounds: &[Span]) -> String {
     let plan = rows_plan(bounds);
     let mut branches = Vec::new();
     if let Some(from) = plan.hours_from {
@@ -853,6 +852,11 @@ pub fn window_rows_sql(filter: &str, bounds: &[Span]) -> String {
 /// window: one pass over [`window_rows_sql`], each row joined with the indexes of the
 /// windows (`wi`) and kept for those it counts in ([`in_window`]), then summed per group and
 /// window. Columns: `group`, `window`, the measures.
+///
+/// (Tried: picking the one window a row counts in with `multiIf` when the windows do not
+/// overlap, instead of the join. On 18.16 it was slower, 70 against 50 ms for a week's
+/// breakdowns at 50 M ratings: the condition on `wi` in the WHERE is pushed into each
+/// branch of the rows' `UNION ALL`, a computed index is not.)
 pub fn window_sums_sql(
     group: &str,
     filter: &str,
@@ -875,7 +879,11 @@ pub fn window_sums_sql(
         sums.join(", "),
         columns.join(", "),
         indexes.join(", "),
-        window_rows_sql(filter, &bounds),
+        window_rows_sql(
+            &format!("grain, bucket, {group}, {}", columns.join(", ")),
+            filter,
+            &bounds
+        ),
         in_window(&bounds),
     )
 }
@@ -1035,8 +1043,8 @@ mod tests {
 
     #[test]
     fn window_rows_cover_every_edge() {
-        let sql = window_rows_sql("dimension = ''", &window_bounds());
-        assert!(sql.starts_with("(SELECT grain, bucket"));
+        let sql = window_rows_sql("grain, bucket", "dimension = ''", &window_bounds());
+        assert!(sql.starts_with("(SELECT grain, bucket FROM"));
         assert!(sql.contains("WHERE grain = 'hour' AND bucket >= toStartOfMinute(now()) - 1209600 AND dimension = ''"));
         // The two last hours and the current minute, merged from four edges.
         assert!(sql.contains("grain = 'minute' AND bucket >= toStartOfMinute(now()) - 7200 AND bucket < toStartOfMinute(now()) + 60"));

@@ -29,7 +29,7 @@
     return e;
   }
   function ago(secs) {
-    if (secs == null) return "no data yet";
+    if (secs == null) return "none in the last 2 days";
     if (secs < 90) return secs + " s ago";
     if (secs < 5400) return Math.round(secs / 60) + " min ago";
     return Math.round(secs / 3600) + " h ago";
@@ -75,9 +75,9 @@
     box.textContent = "";
     box.appendChild(el("span", null, document.createTextNode("Newest landed event " + scope + ": "),
       el("b", { id: "fresh", text: ago(h.freshness_secs) })));
-    box.appendChild(el("span", null, document.createTextNode("Orphan ratings" + (scope === "of this team" ? " of this team" : "") + ": "),
+    box.appendChild(el("span", null, document.createTextNode("Orphan ratings" + (scope === "of this team" ? " of this team" : "") + ", last " + win + ": "),
       el("b", { id: "orphans", text: String(h.orphans) })));
-    box.appendChild(el("span", null, document.createTextNode("Unowned events (no team claims them): "),
+    box.appendChild(el("span", null, document.createTextNode("Unowned events (no team claims them), last " + win + ": "),
       el("b", { id: "unowned", text: String(h.unowned) })));
   }
 

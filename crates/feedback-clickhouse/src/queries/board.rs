@@ -13,22 +13,52 @@ use crate::migrations::RATING_MEASURES;
 use crate::{rollups, Ch, Error, Window};
 
 /// `window`'s current and previous sums per team and metric (`team = ?` with `one_team`):
-/// the rows of `team_metrics_window` for that window.
+/// the rows of `team_metrics_window` for that window (`metric != ''`), each with its orphan
+/// ratings, and for [`UNOWNED`] a row of `metric = ''` with its interactions. The pages'
+/// counts of orphan and unowned events come from here: the rows the numbers are read from
+/// anyway (the interactions of the other teams are left out: as many rows again).
 pub fn window_sql(window: Window, one_team: bool) -> String {
     format!(
-        "SELECT team, metric, window, responses, positive, negative, score_sum, {{metric_value}} AS value \
-         FROM ({}) WHERE responses > 0{} ORDER BY team, metric, window",
+        "SELECT team, metric, window, responses, positive, negative, score_sum, orphans, interactions, \
+                if(responses > 0, {{metric_value}}, 0) AS value \
+         FROM ({}) WHERE (responses > 0 OR interactions > 0){} ORDER BY team, metric, window",
         rollups::window_sums_sql(
             "team, metric",
-            "dimension = '' AND metric != ''",
-            RATING_MEASURES,
+            &format!("dimension = '' AND (metric != '' OR team = '{UNOWNED}')"),
+            WINDOW_MEASURES,
             Some(&rollups::spans(window, true)),
         ),
         if one_team { " AND team = ?" } else { "" }
     )
 }
 
+/// The views' measures ([`RATING_MEASURES`]) and the counts of the pages' data health.
+const WINDOW_MEASURES: &[(&str, &str)] = &[
+    ("responses", "toUInt64"),
+    ("positive", "toUInt64"),
+    ("negative", "toUInt64"),
+    ("score_sum", "toInt64"),
+    ("orphans", "toUInt64"),
+    ("interactions", "toUInt64"),
+];
+
+/// A row of [`window_sql`] as read.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
+pub struct WindowSums {
+    pub team: String,
+    pub metric: String,
+    pub window: String,
+    pub responses: u64,
+    pub positive: u64,
+    pub negative: u64,
+    pub score_sum: i64,
+    pub orphans: u64,
+    pub interactions: u64,
+    pub value: f64,
+}
+
+/// One team's metric in one window: a row of `team_metrics_window`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct WindowRow {
     pub team: String,
     pub metric: Metric,
@@ -38,6 +68,54 @@ pub struct WindowRow {
     pub negative: u64,
     pub score_sum: i64,
     pub value: f64,
+}
+
+/// One team's events in a window's current span.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WindowCounts {
+    pub ratings: u64,
+    pub orphans: u64,
+    /// Counted for [`UNOWNED`] only (0 for the other teams).
+    pub interactions: u64,
+}
+
+/// What [`windows`] read: every metric's rows, and per team its counts in the current
+/// window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Windows {
+    pub rows: Vec<WindowRow>,
+    pub counts: BTreeMap<String, WindowCounts>,
+}
+
+impl Windows {
+    /// Splits the rows of [`window_sql`] for `window`.
+    pub fn of(sums: Vec<WindowSums>, window: Window) -> Windows {
+        let mut out = Windows::default();
+        for s in sums {
+            if s.window == window.current() {
+                let c = out.counts.entry(s.team.clone()).or_default();
+                c.ratings += s.responses;
+                c.orphans += s.orphans;
+                c.interactions += s.interactions;
+            }
+            let Ok(metric) = s.metric.parse::<Metric>() else {
+                continue;
+            };
+            if s.responses > 0 {
+                out.rows.push(WindowRow {
+                    team: s.team,
+                    metric,
+                    window: s.window,
+                    responses: s.responses,
+                    positive: s.positive,
+                    negative: s.negative,
+                    score_sum: s.score_sum,
+                    value: s.value,
+                });
+            }
+        }
+        out
+    }
 }
 
 /// The trend: `team_metrics`' rows of one grain since `?` seconds ago, read from the rollups
@@ -252,24 +330,20 @@ pub struct CommentRow {
     pub i_product: String,
 }
 
-/// Data health per team, from the rollups: the newest bucket with a landed rating and
-/// interaction (event time, seconds: the minute when it is within the last two hours, else
-/// the hour within the last two days, else the day; 0 when none), orphan ratings and every
-/// event counted (history: the day grain). Reads a bounded number of rollup rows.
+/// The newest bucket per team with a landed rating and interaction, from the rollups (event
+/// time, seconds: the minute when it is within the last two hours, else the hour within the
+/// last two days; 0 when none). The pages' counts of orphan and unowned events are those of
+/// the window they show ([`window_sql`]): bounded by the window, where the counts of all
+/// history (every day row: 305,000 rows at 50 M ratings over 90 days) grew with it, and a
+/// count that never goes down does not show whether a fix of the claims helped.
 pub const HEALTH_SQL: &str = "SELECT team, toInt64(now()) AS now_s, \
         toInt64(maxIf(bucket, metric != '' AND responses != 0)) AS ratings_last, \
-        toInt64(maxIf(bucket, metric = '' AND interactions != 0)) AS interactions_last, \
-        toUInt64(sumIf(orphans, grain = 'day' AND metric != '')) AS orphan_ratings, \
-        toUInt64(sumIf(responses, grain = 'day' AND metric != '')) AS ratings_total, \
-        toUInt64(sumIf(interactions, grain = 'day' AND metric = '')) AS interactions_total \
+        toInt64(maxIf(bucket, metric = '' AND interactions != 0)) AS interactions_last \
      FROM ( \
-        SELECT grain, bucket, team, metric, responses, orphans, interactions FROM {db}.rollups \
-        WHERE grain = 'day' AND dimension = '' \
-        UNION ALL \
-        SELECT grain, bucket, team, metric, responses, orphans, interactions FROM {db}.rollups \
+        SELECT bucket, team, metric, responses, interactions FROM {db}.rollups \
         WHERE grain = 'hour' AND bucket >= toStartOfHour(now()) - 172800 AND dimension = '' \
         UNION ALL \
-        SELECT grain, bucket, team, metric, responses, orphans, interactions FROM {db}.rollups \
+        SELECT bucket, team, metric, responses, interactions FROM {db}.rollups \
         WHERE grain = 'minute' AND bucket >= toStartOfMinute(now()) - 7200 AND dimension = '' \
      ) GROUP BY team ORDER BY team";
 
@@ -279,12 +353,10 @@ pub struct TeamHealthRow {
     pub now_s: i64,
     pub ratings_last: i64,
     pub interactions_last: i64,
-    pub orphan_ratings: u64,
-    pub ratings_total: u64,
-    pub interactions_total: u64,
 }
 
-/// Data health of one team or of all (what the pages show).
+/// Data health of one team or of all (what the pages show): the counts are those of the
+/// window's current span ([`Windows::counts`]).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HealthRow {
     pub now_s: i64,
@@ -299,22 +371,30 @@ pub struct HealthRow {
 pub const UNOWNED: &str = "unowned";
 
 impl HealthRow {
-    /// The health of `team` (`None`: of all teams) from the per-team rows; `now_s` is the
-    /// server's clock when `rows` is empty.
-    pub fn of(rows: &[TeamHealthRow], team: Option<&str>, now_s: i64) -> HealthRow {
-        let mine = rows.iter().filter(|r| team.is_none_or(|t| r.team == t));
-        let unowned = rows.iter().find(|r| r.team == UNOWNED);
+    /// The health of `team` (`None`: of all teams) from the per-team rows and the window's
+    /// counts; `now_s` is the server's clock when `rows` is empty.
+    pub fn of(
+        rows: &[TeamHealthRow],
+        counts: &BTreeMap<String, WindowCounts>,
+        team: Option<&str>,
+        now_s: i64,
+    ) -> HealthRow {
+        let unowned = counts.get(UNOWNED).cloned().unwrap_or_default();
         let mut h = HealthRow {
             now_s: rows.first().map_or(now_s, |r| r.now_s),
-            unowned_ratings: unowned.map_or(0, |r| r.ratings_total),
-            unowned_interactions: unowned.map_or(0, |r| r.interactions_total),
+            unowned_ratings: unowned.ratings,
+            unowned_interactions: unowned.interactions,
             ..HealthRow::default()
         };
-        for r in mine {
+        for r in rows.iter().filter(|r| team.is_none_or(|t| r.team == t)) {
             h.ratings_last = h.ratings_last.max(r.ratings_last);
             h.interactions_last = h.interactions_last.max(r.interactions_last);
-            h.orphans += r.orphan_ratings;
         }
+        h.orphans = counts
+            .iter()
+            .filter(|(t, _)| team.is_none_or(|x| x == t.as_str()))
+            .map(|(_, c)| c.orphans)
+            .sum();
         h
     }
 }
@@ -347,13 +427,14 @@ pub struct SquaresRow {
     pub score_sq_sum: i64,
 }
 
-/// Both windows (`window`'s current and previous) of every team's metrics, or of one team's.
-pub async fn windows(ch: &Ch, window: Window, team: Option<&str>) -> Result<Vec<WindowRow>, Error> {
+/// Both windows (`window`'s current and previous) of every team's metrics, or of one team's,
+/// and the counts of the current window.
+pub async fn windows(ch: &Ch, window: Window, team: Option<&str>) -> Result<Windows, Error> {
     let q = match team {
         None => ch.query(&window_sql(window, false)),
         Some(t) => ch.query(&window_sql(window, true)).bind(t),
     };
-    ch.fetch_query(q).await
+    Ok(Windows::of(ch.fetch_query(q).await?, window))
 }
 
 /// The trend lines over `window`'s span at its trend grain, of every team or of one.
@@ -484,7 +565,7 @@ pub fn comment_row(r: RecentComment, context: &HashMap<String, InteractionContex
     }
 }
 
-/// Data health of every team that has events.
+/// The newest landed events of every team with events in the last two days.
 pub async fn health(ch: &Ch) -> Result<Vec<TeamHealthRow>, Error> {
     ch.fetch(HEALTH_SQL).await
 }
@@ -545,6 +626,14 @@ mod tests {
              product, attributes, team, attribution, ownership_version, source_topic, source_partition, source_offset, attributed_at_ms) \
              VALUES ('i1', now() - 400, 900, 'checkout-api', 'web', 'order', 'c', 'payments-card', '{{}}', 'payments', 'claim', 'v', 't', 0, 0, 0)"
         ));
+        // zdense: one CSAT answer a minute for the last 8 days (a positive one every other
+        // minute), so every window's edges fall on rows: the board's windows (one index per
+        // row) equal the views' (every window's index per row) at every edge.
+        statements.push(format!(
+            "INSERT INTO {DB}.ratings ({cols}) SELECT concat('z', toString(number)), now() - number * 60, number, NULL, \
+             'csat', toInt8(if(number % 2 = 0, 5, 2)), NULL, 'dense-api', 'web', 'c', NULL, '{{}}', 'zdense', 'claim', 'v', 0, NULL, \
+             't', 0, 100 + number, 0 FROM numbers(11520)"
+        ));
         // The views and the board read the rollups: count the seeded raw rows into them.
         statements.push(crate::rollups::backfill_sql(DB, 0, 4_102_444_800));
         let queries = serde_json::json!({
@@ -553,6 +642,11 @@ mod tests {
             // The view holds the same rows (all six windows).
             "windows_view": fill("SELECT team, metric, window, responses, positive, negative, score_sum, value \
                 FROM {db}.team_metrics_window WHERE window IN ('last_1h', 'prev_1h') ORDER BY team, metric, window", &[]),
+            "windows_week": fill(&window_sql(Window::Week, false), &[]),
+            "windows_view_day": fill("SELECT team, metric, window, responses, positive, negative, score_sum, value \
+                FROM {db}.team_metrics_window WHERE window IN ('last_24h', 'prev_24h') ORDER BY team, metric, window", &[]),
+            "windows_view_week": fill("SELECT team, metric, window, responses, positive, negative, score_sum, value \
+                FROM {db}.team_metrics_window WHERE window IN ('last_7d', 'prev_7d') ORDER BY team, metric, window", &[]),
             "breakdown_view": fill("SELECT team, metric, dimension, dim_value, responses, value FROM {db}.team_breakdown \
                 WHERE window = 'last_1h' ORDER BY team, dimension, metric, value ASC, responses DESC, dim_value", &[]),
             "trend": fill(TREND_SQL, &["'minute'", "3600"]),
@@ -571,6 +665,7 @@ mod tests {
             "context": fill(&interaction_context_sql(2), &["'i1'", "'i9'"]),
             "breakdown_all": fill(&breakdown_sql(Window::Hour, false), &[]),
             "health": fill(HEALTH_SQL, &[]),
+            "windows_day": fill(&window_sql(Window::Day, false), &[]),
             "ces_squares": fill(&ces_squares_sql(Window::Hour), &[]),
             // `feedback watch` and `feedback probe` read the same views.
             "watch_total": fill(watch::METRICS_BY_GRAIN_SQL, &["'total'"]),
@@ -604,7 +699,71 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(r["windows"], r["windows_view"]);
+        // The board's window rows of the metrics are the view's rows.
+        let view_fields = [
+            "team",
+            "metric",
+            "window",
+            "responses",
+            "positive",
+            "negative",
+            "score_sum",
+            "value",
+        ];
+        let as_view = |key: &str| -> serde_json::Value {
+            r[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["metric"] != "")
+                .map(|x| {
+                    view_fields
+                        .iter()
+                        .map(|f| (f.to_string(), x[*f].clone()))
+                        .collect::<serde_json::Map<_, _>>()
+                })
+                .collect::<Vec<_>>()
+                .into()
+        };
+        assert_eq!(as_view("windows"), r["windows_view"]);
+        assert_eq!(as_view("windows_day"), r["windows_view_day"]);
+        assert_eq!(as_view("windows_week"), r["windows_view_week"]);
+        // zdense's windows, counted here: the row `k` (0..11520) is `k + s` minutes before
+        // the query's minute, `s` the minutes turned between the INSERT and the query (0 or
+        // 1). The current window `[now - span, now + 60)` holds the minutes 0..=span/60,
+        // so rows `k <= span/60 - s`; the previous one the next span/60 minutes.
+        for (key, w) in [
+            ("windows", Window::Hour),
+            ("windows_day", Window::Day),
+            ("windows_week", Window::Week),
+        ] {
+            let (per, n) = ((w.secs() / 60) as u64, 11520u64);
+            let dense: Vec<(String, u64)> = r[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["team"] == "zdense")
+                .map(|x| {
+                    (
+                        x["window"].as_str().unwrap().to_string(),
+                        x["responses"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(dense.len(), 2, "{key}: {dense:?}");
+            let (now, prev) = (&dense[0], &dense[1]);
+            assert_eq!(
+                (now.0.as_str(), prev.0.as_str()),
+                (w.current(), w.previous())
+            );
+            let turned = (per + 1).checked_sub(now.1).filter(|s| *s <= 1);
+            let s = turned.unwrap_or_else(|| panic!("{key}: {dense:?}"));
+            assert_eq!(
+                prev.1,
+                (2 * per - s).min(n - 1) - per + s,
+                "{key}: {dense:?}"
+            );
+        }
         assert_eq!(r["trend"], r["trend_view"]);
         assert_eq!(r["breakdown_all"], r["breakdown_view"]);
         let csat: Vec<_> = r["windows_team"]
@@ -643,6 +802,7 @@ mod tests {
         let mut hours: Vec<CommentHour> =
             serde_json::from_value(r["comment_hours"].clone()).unwrap();
         hours.sort_by_key(|h| (h.team.clone(), h.hour));
+        hours.retain(|h| h.team != "zdense");
         let counts: Vec<(&str, i64)> = hours
             .iter()
             .map(|h| (h.team.as_str(), h.comments))
@@ -722,32 +882,46 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(serde_json::Value::from(mine), r["breakdown"]);
-        // Health per team, from the rollups: payments has 1 orphan of 6 ratings and 1
-        // interaction; unowned holds 1 rating.
+        // Counts per team and window, from the window rows. The last hour: payments has 1
+        // orphan of its 4 CSAT answers (the CES answers are 90 minutes old; its interaction is
+        // not counted: only unowned's are); unowned holds 1 rating.
+        let counts = |key: &str, w: Window| -> Vec<(String, u64, u64, u64)> {
+            let sums: Vec<WindowSums> = serde_json::from_value(r[key].clone()).unwrap();
+            Windows::of(sums, w)
+                .counts
+                .into_iter()
+                .filter(|(t, _)| t != "zdense")
+                .map(|(t, c)| (t, c.orphans, c.ratings, c.interactions))
+                .collect()
+        };
+        let t = |s: &str| s.to_string();
+        assert_eq!(
+            counts("windows", Window::Hour),
+            [(t("payments"), 1, 4, 0), (t("unowned"), 0, 1, 0)],
+            "{r}"
+        );
+        // The last 24 hours hold the CES answers too.
+        assert_eq!(
+            counts("windows_day", Window::Day),
+            [(t("payments"), 1, 6, 0), (t("unowned"), 0, 1, 0)],
+            "{r}"
+        );
+        let sums: Vec<WindowSums> = serde_json::from_value(r["windows"].clone()).unwrap();
+        let w = Windows::of(sums, Window::Hour);
+        assert_eq!(
+            w.rows.len(),
+            5,
+            "csat last_1h, ces prev_1h, unowned's nps, zdense's two: {r}"
+        );
         let h: Vec<TeamHealthRow> = serde_json::from_value(r["health"].clone()).unwrap();
-        assert_eq!(h.len(), 2, "{r}");
-        assert_eq!(
-            (
-                h[0].team.as_str(),
-                h[0].orphan_ratings,
-                h[0].ratings_total,
-                h[0].interactions_total
-            ),
-            ("payments", 1, 6, 1)
-        );
-        assert_eq!(
-            (
-                h[1].team.as_str(),
-                h[1].ratings_total,
-                h[1].interactions_total
-            ),
-            ("unowned", 1, 0)
-        );
-        let all = HealthRow::of(&h, None, 0);
+        assert_eq!(h.len(), 3, "{r}");
+        let all = HealthRow::of(&h, &w.counts, None, 0);
         assert_eq!(
             (all.orphans, all.unowned_ratings, all.unowned_interactions),
             (1, 1, 0)
         );
+        let mine = HealthRow::of(&h, &w.counts, Some("unowned"), 0);
+        assert_eq!((mine.orphans, mine.unowned_ratings), (0, 1));
         // The newest rating minute is five minutes ago (r1..r4), the interaction's too.
         // (seeded a few seconds before the query's now(): its minute, or the one before)
         let near = |last: i64, ago: i64| {
@@ -776,7 +950,7 @@ mod tests {
         assert_eq!(total[0]["responses"].as_u64(), Some(4));
         assert_eq!(total[0]["value"].as_f64(), Some(50.0));
         assert_eq!(r["watch_counts"][0]["interactions"].as_u64(), Some(1));
-        assert_eq!(r["watch_counts"][0]["ratings"].as_u64(), Some(7));
+        assert_eq!(r["watch_counts"][0]["ratings"].as_u64(), Some(7 + 11520));
         assert_eq!(r["probe_minute"][0]["responses"].as_u64(), Some(4));
     }
 }
