@@ -25,22 +25,16 @@ pub fn window_sql(window: Window, one_team: bool) -> String {
         rollups::window_sums_sql(
             "team, metric",
             &format!("dimension = '' AND (metric != '' OR team = '{UNOWNED}')"),
-            WINDOW_MEASURES,
+            &[RATING_MEASURES, HEALTH_COUNTS].concat(),
             Some(&rollups::spans(window, true)),
         ),
         if one_team { " AND team = ?" } else { "" }
     )
 }
 
-/// The views' measures ([`RATING_MEASURES`]) and the counts of the pages' data health.
-const WINDOW_MEASURES: &[(&str, &str)] = &[
-    ("responses", "toUInt64"),
-    ("positive", "toUInt64"),
-    ("negative", "toUInt64"),
-    ("score_sum", "toInt64"),
-    ("orphans", "toUInt64"),
-    ("interactions", "toUInt64"),
-];
+/// The counts of the pages' data health, summed beside the views' measures
+/// ([`RATING_MEASURES`]) by [`window_sql`].
+const HEALTH_COUNTS: &[(&str, &str)] = &[("orphans", "toUInt64"), ("interactions", "toUInt64")];
 
 /// A row of [`window_sql`] as read.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize, Serialize)]
