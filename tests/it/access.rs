@@ -457,7 +457,7 @@ async fn pipeline_over_sasl_ssl_scram_and_clickhouse_with_a_password() {
     assert_eq!(topics.matches(": created").count(), 4, "{topics}");
     let migrated = run(&["migrate"]);
     assert!(
-        migrated.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
+        migrated.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"),
         "{migrated}"
     );
     env.spawn_with(&["collector"], &envs_ref);

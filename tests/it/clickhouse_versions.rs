@@ -233,7 +233,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
     let db = env.database.clone();
     let first = env.run(&["migrate"]);
     assert!(
-        first.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
+        first.contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"),
         "{first}"
     );
     let second = env.run(&["migrate"]);
@@ -284,7 +284,7 @@ async fn migrations_views_and_examples_agree_on_18_16_and_current_clickhouse() {
             );
         }
     }
-    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+    assert_eq!(server["versions"], "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n11\n");
 
     // Exact values, computed from the seeded rows.
     let mut want_windows = String::new();
@@ -344,7 +344,7 @@ async fn migrate_upgrades_a_database_at_version_2() {
     on_server(&format!("INSERT INTO {db}.ratings (rating_id, occurred_at, occurred_at_ms, metric, score, service, channel, customer_ref, attributes, team, attribution, ownership_version, orphan, source_topic, source_partition, source_offset, attributed_at_ms) VALUES ('old', now(), 0, 'csat', 5, 's', 'web', 'c', '{{}}', 'payments', 'claim', 'v', 0, 'src', 0, 1, 0)")).await;
     let out = env.run(&["migrate"]);
     assert!(
-        out.contains("applied migrations [3, 4, 5, 6, 7, 8, 9, 10]"),
+        out.contains("applied migrations [3, 4, 5, 6, 7, 8, 9, 10, 11]"),
         "{out}"
     );
     // Raw rows but no rollups yet: `migrate` says what to run.

@@ -309,3 +309,161 @@ async fn rows_landed_raw_but_not_rolled_up_are_counted_by_the_next_sink() {
     kill(&mut sink);
     check_end_state(&ch, &events).await;
 }
+
+/// `{db}.rollups` in the layout of before migration 11 (ordered by grain, bucket, ...,
+/// granules of 8,192 rows), with the rows it holds, and migration 11 not recorded: an
+/// installation at version 10. Run with no writer.
+async fn back_to_the_layout_of_version_10(ch: &feedback_clickhouse::Ch) {
+    let old_layout = feedback_clickhouse::migrations::ROLLUPS_TABLE
+        .replace("{db}.rollups (", "{db}.rollups_v10 (")
+        .replace(
+            "ORDER BY (grain, dimension, bucket, team, metric, dim_value, channel, kind)",
+            "ORDER BY (grain, bucket, team, metric, dimension, dim_value, channel, kind)",
+        )
+        .replace("SETTINGS index_granularity = 1024", "");
+    for sql in [
+        old_layout.as_str(),
+        "INSERT INTO {db}.rollups_v10 SELECT * FROM {db}.rollups",
+        "DROP TABLE {db}.rollups",
+        "RENAME TABLE {db}.rollups_v10 TO {db}.rollups",
+        "CREATE TABLE {db}.schema_migrations_v10 AS {db}.schema_migrations",
+        "INSERT INTO {db}.schema_migrations_v10 SELECT * FROM {db}.schema_migrations WHERE version != 11",
+        "DROP TABLE {db}.schema_migrations",
+        "RENAME TABLE {db}.schema_migrations_v10 TO {db}.schema_migrations",
+    ] {
+        ch.execute(sql).await.unwrap();
+    }
+    assert!(engine(ch).await.contains("ORDER BY (grain, bucket, team"));
+}
+
+async fn engine(ch: &feedback_clickhouse::Ch) -> String {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct E {
+        e: String,
+    }
+    let e: Vec<E> = ch
+        .fetch("SELECT engine_full AS e FROM system.tables WHERE database = '{db}' AND name = 'rollups'")
+        .await
+        .unwrap();
+    e.into_iter().next().map(|e| e.e).unwrap_or_default()
+}
+
+/// Raw rows landed (interactions and ratings).
+async fn raw_rows(ch: &feedback_clickhouse::Ch) -> u64 {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct N {
+        n: u64,
+    }
+    let n: Vec<N> = ch
+        .fetch("SELECT (SELECT count() FROM {db}.interactions) + (SELECT count() FROM {db}.ratings) AS n")
+        .await
+        .unwrap();
+    n[0].n
+}
+
+/// Waits (bounded) until the raw tables hold at least `want` rows.
+async fn wait_raw(ch: &feedback_clickhouse::Ch, want: u64) {
+    for _ in 0..240 {
+        if raw_rows(ch).await >= want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the sink landed {} raw rows in 60 s, want {want}",
+        raw_rows(ch).await
+    );
+}
+
+/// `feedback migrate`, its stdout and stderr (the progress of a new layout) together.
+fn migrate(env: &Env) -> String {
+    let out = env.cmd(&["migrate"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+/// Migration 11 gives the rollups a new layout by copying them into a new table and
+/// swapping it in, while a sink lands events: once straight through, once resumed after it
+/// stopped with the table renamed away (the sink failing its INSERTs meanwhile). Every
+/// event counts exactly once in every rollup at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rollups_layout_while_the_sink_lands() {
+    let env = Env::new("relayout");
+    env.prepare();
+    let ch = env.clickhouse();
+    assert!(
+        engine(&ch)
+            .await
+            .contains("ORDER BY (grain, dimension, bucket, team"),
+        "a fresh database gets the layout from migration 7: {}",
+        engine(&ch).await
+    );
+    assert!(migrate(&env).contains("up to date"));
+    back_to_the_layout_of_version_10(&ch).await;
+    let topic = env.topic("attributed");
+    let now = chrono::Utc::now().timestamp_millis();
+    let events = workload(91, &env.database, 9_000, now);
+    let p = producer();
+    let feed = |part: &[feedback_events::AttributedEvent]| {
+        let (part, topic, p) = (part.to_vec(), topic.clone(), p.clone());
+        tokio::spawn(async move {
+            for chunk in part.chunks(100) {
+                produce(&p, &topic, chunk).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    // Straight through, while the sink lands the first third.
+    let mut sink = spawn_sink(&env, &[]);
+    let first = feed(&events[..3_000]);
+    wait_raw(&ch, 500).await;
+    let out = migrate(&env);
+    assert!(
+        out.contains("applied migrations [11]") && out.contains("swapped in"),
+        "{out}"
+    );
+    assert!(engine(&ch)
+        .await
+        .contains("ORDER BY (grain, dimension, bucket, team"));
+    first.await.unwrap();
+    wait_rows(&ch, 3_000, 120).await;
+    kill(&mut sink);
+    check_end_state(&ch, &events[..3_000]).await;
+
+    // Interrupted after the rename: the sink's INSERTs fail for a few seconds, then the
+    // next `migrate` copies and swaps, and the sink goes on.
+    back_to_the_layout_of_version_10(&ch).await;
+    let mut sink = spawn_sink(&env, &[]);
+    feed(&events[3_000..4_500]).await.unwrap();
+    wait_rows(&ch, 4_500, 120).await;
+    ch.execute("RENAME TABLE {db}.rollups TO {db}.rollups_before_relayout")
+        .await
+        .unwrap();
+    // The sink lands a batch's raw rows while the rollups are away: the batch's rollups
+    // INSERT fails and is retried (and holds the next batches) until the table is back.
+    let second = feed(&events[4_500..]);
+    wait_raw(&ch, 4_501).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = raw_rows(&ch).await;
+    assert!(
+        held < 9_000,
+        "the sink landed everything without its rollups: {held}"
+    );
+    let out = migrate(&env);
+    assert!(
+        out.contains("an earlier run stopped during the copy")
+            && out.contains("applied migrations [11]"),
+        "{out}"
+    );
+    second.await.unwrap();
+    wait_rows(&ch, events.len() as u64, 180).await;
+    kill(&mut sink);
+    check_end_state(&ch, &events).await;
+    assert!(migrate(&env).contains("up to date"));
+}

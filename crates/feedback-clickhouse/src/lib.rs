@@ -11,6 +11,7 @@ pub mod errors;
 pub mod migrations;
 mod positions;
 pub mod queries;
+mod relayout;
 pub mod rollups;
 mod rows;
 mod window;
@@ -21,6 +22,7 @@ pub use check::ColumnProblem;
 use clickhouse::Client;
 pub use positions::{Landed, RunningInsert};
 pub use queries::watch::MetricRow;
+pub use relayout::Relayout;
 pub use rollups::{Rollup, RollupRow, ROLLUP_COLUMNS};
 pub use rows::{
     DeadLetterRow, InteractionRow, ProgressRow, RatingRow, Row, DEAD_LETTER_COLUMNS,
@@ -103,6 +105,13 @@ impl Ch {
         })
     }
 
+    /// This handle with a ClickHouse setting sent with every statement (e.g.
+    /// `use_uncompressed_cache`).
+    pub fn with_setting(mut self, name: &str, value: &str) -> Self {
+        self.client = self.client.with_option(name, value);
+        self
+    }
+
     pub fn database(&self) -> &str {
         &self.db
     }
@@ -171,6 +180,14 @@ impl Ch {
     /// Applies every migration not yet recorded (or recorded as partial while the server now
     /// supports more of it). Returns the versions applied now.
     pub async fn migrate(&self) -> Result<Vec<u32>, Error> {
+        self.migrate_with(&|_| {}).await
+    }
+
+    /// [`Ch::migrate`], telling `progress` what a long step (a table's new layout) does.
+    pub async fn migrate_with(
+        &self,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<Vec<u32>, Error> {
         self.execute("CREATE DATABASE IF NOT EXISTS {db}").await?;
         self.execute(
             "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, applied_at DateTime) \
@@ -215,6 +232,10 @@ impl Ch {
                             skipped.push(format!("{a}.{b}"));
                             continue;
                         }
+                    }
+                    migrations::When::LayoutDiffers { table } => {
+                        self.relayout(table, step.sql, progress).await?;
+                        continue;
                     }
                 }
                 self.execute(step.sql).await?;

@@ -66,7 +66,7 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     }
     let ch = common.clickhouse()?;
     let version = ch.server_version().await?;
-    let applied = ch.migrate().await?;
+    let applied = ch.migrate_with(&|line| eprintln!("{line}")).await?;
     println!(
         "ClickHouse {version}, database {}: {}",
         ch.database(),
