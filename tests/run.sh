@@ -39,10 +39,12 @@ bash -n deploy/local/stack.sh deploy/local/demo.sh tests/run.sh tests/stack_test
 python3 -m py_compile tests/clickhouse_versions.py
 bash tests/stack_test.sh
 echo "== cargo test"
-# sink_chaos stops and starts ClickHouse, fault_drill also Kafka: they run alone, after everything else.
-cargo test --workspace -- --skip sink_chaos --skip fault_drill 2>&1 | tee target/test-output.txt
+# sink_chaos stops and starts ClickHouse, readiness and fault_drill also Kafka: they run alone, after everything else.
+cargo test --workspace -- --skip sink_chaos --skip fault_drill --skip readiness:: 2>&1 | tee target/test-output.txt
 echo "== cargo test sink_chaos (alone: it restarts ClickHouse)"
 cargo test -p feedback --test it sink_chaos 2>&1 | tee -a target/test-output.txt
+echo "== cargo test readiness (alone: it stops Kafka and ClickHouse)"
+cargo test -p feedback --test it readiness:: 2>&1 | tee -a target/test-output.txt
 echo "== cargo test fault_drill (alone: it restarts Kafka and ClickHouse; about 8 minutes)"
 cargo test -p feedback --test it fault_drill -- --nocapture 2>&1 | tee -a target/test-output.txt
 echo "== deploy: Prometheus rules and configs, compose, Kubernetes, Grafana dashboards"

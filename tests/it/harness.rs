@@ -129,6 +129,35 @@ impl Env {
         self.children.len() - 1
     }
 
+    /// The process id of the child started last.
+    pub fn last_pid(&self) -> u32 {
+        self.children.last().expect("a child").1.id()
+    }
+
+    /// Sends SIGTERM to the child started last and waits at most `limit` for it to exit.
+    pub fn terminate_last(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let index = self.children.len() - 1;
+        self.killed.push(index);
+        let (name, c) = &mut self.children[index];
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM `feedback {name}`");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`feedback {name}` still runs {limit:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILLs (no clean shutdown) the child started as number `index` and reaps it.
     pub fn kill(&mut self, index: usize) {
         let (_, c) = &mut self.children[index];

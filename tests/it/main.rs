@@ -17,6 +17,7 @@ mod harness;
 mod hostile_kafka;
 mod pipeline;
 mod producer_lib;
+mod readiness;
 mod rollups;
 mod sink_chaos;
 mod sink_dead_letters;

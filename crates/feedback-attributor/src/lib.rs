@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use prometheus::Registry;
 
+use feedback_runtime::health::Health;
 use feedback_runtime::shutdown::Shutdown;
 use feedback_runtime::supervise::{supervise_blocking, Restart, Restartable};
 use feedback_runtime::Common;
@@ -107,15 +108,36 @@ impl Args {
 pub async fn run(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     let registry = Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
-    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &shutdown).await?;
+    let health = readiness(&args, &shutdown)?;
+    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &health, &shutdown)
+        .await?;
     // The consume → attribute → produce loop is synchronous (librdkafka's transactional
     // calls block), so it runs on its own thread; the runtime keeps serving /metrics.
     let worker = std::thread::Builder::new()
         .name("attributor".into())
-        .spawn(move || run_worker(args, metrics, &shutdown))?;
+        .spawn(move || run_worker(args, metrics, health, &shutdown))?;
     tokio::task::spawn_blocking(move || worker.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the attributor thread panicked"))?
+}
+
+/// The attributor is ready when Kafka serves its input topics, it holds input partitions
+/// (`partitions`) and its last transaction committed (`transactions`).
+fn readiness(args: &Args, shutdown: &Shutdown) -> anyhow::Result<Health> {
+    let health = Health::new(
+        "attributor",
+        &["kafka", worker::PARTITIONS, worker::TRANSACTIONS],
+    );
+    health.set_ok(worker::TRANSACTIONS, "none needed yet");
+    let topics = args.common.topics();
+    let probe = std::sync::Arc::new(feedback_kafka::MetadataProbe::new(
+        &args.common.kafka(),
+        vec![topics.interactions, topics.ratings],
+    )?);
+    health.probe(shutdown, "kafka", move || {
+        feedback_runtime::health::kafka_probe(probe.clone())
+    });
+    Ok(health)
 }
 
 /// Fenced this many times within [`FENCE_WINDOW`]: another instance shares the name.
@@ -153,8 +175,19 @@ impl Restartable for WorkerError {
 /// by `feedback drill`): exiting then only moved the restart to a supervisor. Two live
 /// instances with one name fence each other again at once, so being fenced
 /// [`FENCE_LIMIT`] times within [`FENCE_WINDOW`] still ends the process with that diagnosis.
-fn run_worker(args: Args, metrics: metrics::Metrics, stop: &Shutdown) -> anyhow::Result<()> {
-    let attempt = || worker::Worker::start(args.clone(), metrics.clone())?.run(stop);
+fn run_worker(
+    args: Args,
+    metrics: metrics::Metrics,
+    health: Health,
+    stop: &Shutdown,
+) -> anyhow::Result<()> {
+    let attempt = || {
+        health.set_failing(
+            worker::PARTITIONS,
+            "waiting for the consumer group to assign partitions",
+        );
+        worker::Worker::start(args.clone(), metrics.clone(), health.clone())?.run(stop)
+    };
     let Err(g) = supervise_blocking(stop, attempt) else {
         return Ok(());
     };

@@ -31,6 +31,11 @@ use feedback_kafka::{KafkaConfig, Topics};
 
 use super::changelog::{restore, Ctx, Rebalanced};
 use super::metrics::Metrics;
+use feedback_runtime::health::Health;
+
+/// Readiness checks set by the worker: input partitions assigned, transactions committing.
+pub const PARTITIONS: &str = "partitions";
+pub const TRANSACTIONS: &str = "transactions";
 use super::Args;
 use feedback_runtime::now_ms;
 use feedback_runtime::shutdown::Shutdown;
@@ -123,13 +128,15 @@ pub struct Worker {
     stale: HashMap<i32, (Engine, i64)>,
     /// Input partition numbers currently assigned (either topic).
     assigned: BTreeSet<i32>,
+    /// Readiness: `partitions` (assigned) and `transactions` (committing) are set here.
+    health: Health,
     buf: Vec<u8>,
     /// The collector's field rules, enforced on every input event.
     limits: Limits,
 }
 
 impl Worker {
-    pub fn start(args: Args, metrics: Metrics) -> anyhow::Result<Worker> {
+    pub fn start(args: Args, metrics: Metrics, health: Health) -> anyhow::Result<Worker> {
         let kafka = args.common.kafka();
         kafka.check_credentials(std::time::Duration::from_secs(15))?;
         let topics = args.common.topics();
@@ -264,6 +271,7 @@ impl Worker {
             engines: HashMap::new(),
             stale: HashMap::new(),
             assigned: BTreeSet::new(),
+            health,
             buf: Vec::with_capacity(512),
             limits: Limits::default(),
         })
@@ -319,6 +327,7 @@ impl Worker {
             let _entered = span.enter();
             match self.transact(&batch) {
                 Ok(p) => {
+                    self.health.set_ok(TRANSACTIONS, "the last one committed");
                     self.metrics
                         .transactions
                         .with_label_values(&["committed"])
@@ -332,6 +341,12 @@ impl Worker {
                         .with_label_values(&["aborted"])
                         .inc();
                     tracing::warn!(error = %format!("{e:#}"), "transaction aborted; restoring state from the changelog and rewinding to the committed offsets");
+                    self.health.set_failing(
+                        TRANSACTIONS,
+                        format!(
+                            "the last transaction was aborted ({e:#}); rewinding and trying again"
+                        ),
+                    );
                     if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
                         if e.rdkafka_error_code() != Some(RDKafkaErrorCode::State) {
                             // librdkafka made the producer unusable (a fatal error, e.g.
@@ -344,6 +359,9 @@ impl Worker {
                         }
                     }
                     self.rewind()?;
+                    // State and positions are consistent again: the next batch can commit.
+                    self.health
+                        .set_ok(TRANSACTIONS, "rewound after an aborted transaction");
                 }
             }
         }
@@ -453,6 +471,9 @@ impl Worker {
             Ok(mut v) => std::mem::take(&mut *v),
             Err(_) => anyhow::bail!("rebalance notices poisoned"),
         };
+        if events.is_empty() {
+            return Ok(());
+        }
         for ev in events {
             match ev {
                 Rebalanced::Revoked(list) => {
@@ -512,6 +533,17 @@ impl Worker {
                     self.restore_parts(&need)?;
                 }
             }
+        }
+        if self.assigned.is_empty() {
+            self.health.set_failing(
+                PARTITIONS,
+                "no input partitions assigned: the consumer group is rebalancing, or other instances hold them all",
+            );
+        } else {
+            self.health.set_ok(
+                PARTITIONS,
+                format!("{} partitions assigned", self.assigned.len()),
+            );
         }
         Ok(())
     }

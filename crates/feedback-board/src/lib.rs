@@ -6,7 +6,7 @@
 //! - `/api/teams`, `/api/teams/{team}`, `/api/teams/{team}/comments` JSON, `?window=1h|24h|7d`;
 //! - `/events`, `/events/team/{team}` server-sent events: the same JSON, pushed when it
 //!   changes (checked every `--refresh-ms`);
-//! - `/healthz`, `/metrics`.
+//! - `/healthz` (liveness), `/readyz` (ClickHouse answers), `/metrics`.
 
 pub mod access;
 pub mod alerts;
@@ -688,7 +688,6 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/teams/{team}/comments", get(api_comments))
         .route("/events", get(events_index))
         .route("/events/team/{team}", get(events_team))
-        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
             get(|State(s): State<Arc<AppState>>| async move {
@@ -866,10 +865,7 @@ async fn evaluate_alerts(
     Ok(())
 }
 
-pub async fn run(
-    args: Args,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(args: Args, shutdown: feedback_runtime::shutdown::Shutdown) -> anyhow::Result<()> {
     let ownership = feedback_attribution::Ownership::load_dir(&args.ownership_dir)
         .map_err(anyhow::Error::msg)?;
     let mut teams: Vec<TeamInfo> = ownership
@@ -921,6 +917,13 @@ pub async fn run(
         .common
         .clickhouse()?
         .with_setting("use_uncompressed_cache", "1");
+    // Ready when ClickHouse answers: every page and panel reads it.
+    let health = feedback_runtime::health::Health::new("board", &["clickhouse"]);
+    health.register(&registry)?;
+    let probe_ch = ch.clone();
+    health.probe(&shutdown, "clickhouse", move || {
+        feedback_runtime::health::clickhouse_probe(probe_ch.clone())
+    });
     let state = Arc::new(AppState {
         q: Queries { ch, seconds },
         teams,
@@ -983,9 +986,10 @@ pub async fn run(
     tracing::info!(listen = %local, "board ready");
     println!("board on http://{local}/");
     // Not a graceful shutdown: live pages hold their event streams open forever.
+    let app = router(state).merge(health.router());
     tokio::select! {
-        r = axum::serve(listener, router(state)) => r?,
-        _ = shutdown => {}
+        r = axum::serve(listener, app) => r?,
+        _ = shutdown.requested() => health.drain(),
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ use serde_json::json;
 use tracing::Instrument;
 
 use feedback_runtime::apikeys::{ApiKeys, AuthError};
+use feedback_runtime::health::Health;
+use feedback_runtime::shutdown::Shutdown;
 use feedback_runtime::Common;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -80,6 +82,24 @@ pub struct Args {
         default_value_t = 10
     )]
     pub header_timeout_secs: u64,
+    /// The longest a request waits for Kafka, in milliseconds: past it (or at once while
+    /// the readiness probe finds Kafka away) the answer is 503 with `Retry-After`, and
+    /// nothing of the request is acknowledged. Below the 30 s most HTTP clients give up.
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_PRODUCE_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub produce_timeout_ms: u64,
+    /// Most request-body bytes held at once, over all requests; a request that would pass
+    /// it is answered 503 with `Retry-After` at once, so memory stays bounded whatever the
+    /// clients send. A request counts its Content-Length (or --max-body-bytes without one).
+    #[arg(
+        long,
+        env = "FEEDBACK_COLLECTOR_MAX_INFLIGHT_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub max_inflight_bytes: usize,
     #[command(subcommand)]
     pub command: Option<CollectorCommand>,
 }
@@ -97,6 +117,7 @@ pub enum CollectorCommand {
 
 struct Metrics {
     requests: IntCounterVec,
+    refused: IntCounterVec,
     events: IntCounterVec,
     produce: HistogramVec,
     auth_failures: IntCounterVec,
@@ -152,10 +173,22 @@ impl Metrics {
         for t in ["email", "phone", "card", "iban"] {
             redactions.with_label_values(&[t]);
         }
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "feedback_collector_refused_total",
+                "Requests answered 503 with Retry-After before reaching Kafka: kafka_unavailable (the readiness probe finds Kafka away), overloaded (--max-inflight-bytes reached)",
+            ),
+            &["reason"],
+        )?;
+        for r in ["kafka_unavailable", "overloaded"] {
+            refused.with_label_values(&[r]);
+        }
+        registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(auth_failures.clone()))?;
         registry.register(Box::new(redactions.clone()))?;
         Ok(Metrics {
             requests,
+            refused,
             events,
             produce,
             auth_failures,
@@ -174,7 +207,14 @@ struct AppState {
     body_timeout: std::time::Duration,
     metrics: Metrics,
     registry: Registry,
+    health: Health,
+    /// Request-body bytes that may still be taken in (`--max-inflight-bytes`).
+    inflight: Arc<tokio::sync::Semaphore>,
+    max_inflight_bytes: usize,
 }
+
+/// The collector's readiness check: Kafka takes interactions and ratings now.
+const KAFKA: &str = "kafka";
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -201,7 +241,18 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// 503 with `Retry-After`: send the same request again later.
+fn unavailable(message: impl Into<String>) -> Response {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(feedback_runtime::health::RETRY_AFTER_SECS),
+    );
+    resp
+}
+
 fn router(state: Arc<AppState>) -> Router {
+    let health = state.health.router();
     Router::new()
         .route(
             "/v1/interactions",
@@ -211,14 +262,29 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/ratings",
             post(|s, h, b| ingest(s, h, b, Kind::Ratings)),
         )
-        .route("/healthz", get(|| async { "ok" }))
         .route(
             "/metrics",
             get(|State(s): State<Arc<AppState>>| async move {
                 feedback_runtime::metrics::render(&s.registry)
             }),
         )
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(health)
+        // Draining: every answer closes its connection, so keep-alive clients reconnect
+        // (to another replica, or find this one gone) instead of sending on a connection
+        // that is about to close.
+        .layer(axum::middleware::map_response(move |mut r: Response| {
+            let draining = state.health.is_draining();
+            async move {
+                if draining {
+                    r.headers_mut().insert(
+                        header::CONNECTION,
+                        header::HeaderValue::from_static("close"),
+                    );
+                }
+                r
+            }
+        }))
 }
 
 async fn ingest(
@@ -259,10 +325,12 @@ const DRAIN_CAP_BYTES: usize = 64 * 1024 * 1024;
 async fn read_body(
     mut body: Body,
     limit: usize,
+    expected: usize,
     timeout: std::time::Duration,
 ) -> Result<Vec<u8>, BodyError> {
     use http_body_util::BodyExt;
-    let mut buf = Vec::new();
+    // Sized once from the declared length (no doubling reallocations on the way).
+    let mut buf = Vec::with_capacity(expected.min(limit));
     let mut seen = 0usize;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
@@ -313,6 +381,39 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             ),
         );
     }
+    // Refused at once, before the body is read: while Kafka is away (the readiness probe
+    // says so) and while the bytes in flight are at their bound.
+    if let Some(reason) = s.health.failing(KAFKA) {
+        s.metrics
+            .refused
+            .with_label_values(&["kafka_unavailable"])
+            .inc();
+        return unavailable(format!(
+            "Kafka cannot take events now ({reason}); nothing was accepted; send the batch again in {}s",
+            feedback_runtime::health::RETRY_AFTER_SECS
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(s.max_body_bytes);
+    let need = declared
+        .min(s.max_body_bytes)
+        .min(s.max_inflight_bytes)
+        .max(1);
+    let Ok(_held) = s
+        .inflight
+        .clone()
+        .try_acquire_many_owned(u32::try_from(need).unwrap_or(u32::MAX))
+    else {
+        s.metrics.refused.with_label_values(&["overloaded"]).inc();
+        return unavailable(format!(
+            "the collector holds its most request bytes in flight ({} bytes, --max-inflight-bytes); nothing was accepted; send the batch again in {}s",
+            s.max_inflight_bytes,
+            feedback_runtime::health::RETRY_AFTER_SECS
+        ));
+    };
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -322,7 +423,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
             ),
         )
     };
-    let bytes = match read_body(body, s.max_body_bytes, s.body_timeout).await {
+    let bytes = match read_body(body, s.max_body_bytes, need, s.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Slow { received }) => {
@@ -420,10 +521,15 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, kind: Kind) -> Re
                 .with_label_values(&[kind.name(), "failed"])
                 .inc_by(n as u64);
             tracing::warn!(error = %e, "produce failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e}; the batch may be partly stored, send it again (ids are deduplicated downstream)"),
-            )
+            match e.retry_after() {
+                Some(_) => unavailable(format!(
+                    "{e}; the batch may be partly stored: send all of it again"
+                )),
+                None => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{e}; nothing to fix in the request: the collector's Kafka settings or topics need an operator"),
+                ),
+            }
         }
     }
 }
@@ -492,10 +598,7 @@ pub fn keygen(service: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(
-    args: Args,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+pub async fn run(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(CollectorCommand::Keygen { service }) = &args.command {
         return keygen(service);
     }
@@ -520,7 +623,19 @@ pub async fn run(
     let metrics = Metrics::new(&registry)?;
     let kafka = args.common.kafka();
     kafka.check_credentials(std::time::Duration::from_secs(15))?;
-    let producer = FeedbackProducer::new(&kafka, args.common.topics())?;
+    // Kafka gets the bound less 100 ms; the rest is for reading, validating and answering,
+    // so the 503 leaves within the bound.
+    let producer = FeedbackProducer::with_delivery_timeout(
+        &kafka,
+        args.common.topics(),
+        std::time::Duration::from_millis(args.produce_timeout_ms.saturating_sub(100)),
+    )?;
+    let health = Health::new("collector", &[KAFKA]);
+    health.register(&registry)?;
+    let probe = Arc::new(producer.probe());
+    health.probe(&shutdown, KAFKA, move || {
+        feedback_runtime::health::kafka_probe(probe.clone())
+    });
     let limits = Limits {
         max_past_ms: args.max_past_secs.saturating_mul(1000),
         max_future_ms: args.max_future_secs.saturating_mul(1000),
@@ -535,32 +650,42 @@ pub async fn run(
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs.max(1)),
         metrics,
         registry,
+        health: health.clone(),
+        inflight: Arc::new(tokio::sync::Semaphore::new(args.max_inflight_bytes.max(1))),
+        max_inflight_bytes: args.max_inflight_bytes.max(1),
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {}: {e}; is another collector running? choose another address with --listen", args.listen)
     })?;
     tracing::info!(listen = %args.listen, brokers = %args.common.brokers, "collector ready");
+    let draining = health.clone();
     serve(
         listener,
         router(state),
         std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
-        shutdown,
+        async move {
+            shutdown.requested().await;
+            draining.drain();
+        },
     )
     .await;
     let _ = producer.flush(PRODUCER_DRAIN);
     Ok(())
 }
 
-/// How long requests in flight may run on after shutdown began, then how long queued
-/// events may take to reach Kafka: together within the process's drain deadline
-/// ([`feedback_runtime::shutdown::DRAIN_TIMEOUT`]).
+/// After shutdown began: how long open connections are served on (every answer with
+/// `Connection: close`), then how long requests in flight may run on (at least the produce
+/// bound), then how long queued events may take to reach Kafka: together within the
+/// process's drain deadline ([`feedback_runtime::shutdown::DRAIN_TIMEOUT`]).
+const CLOSE_WINDOW: std::time::Duration = std::time::Duration::from_millis(1000);
 const REQUESTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
-const PRODUCER_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+const PRODUCER_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `axum::serve`, plus hyper's header-read timeout (which needs a timer that axum::serve
 /// does not give hyper): a connection that does not deliver its request headers within
-/// `header_timeout` is closed. On shutdown, stops accepting and lets requests in flight
-/// finish (at most [`REQUESTS_DRAIN`]).
+/// `header_timeout` is closed. On shutdown, stops accepting, answers on open connections
+/// for [`CLOSE_WINDOW`] (each answer closing its connection), then closes idle ones and
+/// lets requests in flight finish (at most [`REQUESTS_DRAIN`]).
 async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -575,8 +700,13 @@ async fn serve(
     let mut builder = Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // hyper's read buffer per connection (default about 400 KiB): request headers fit in
+        // 64 KiB, and body bytes pass through it, so many connections hold little memory.
+        .max_buf_size(64 * 1024);
     tokio::pin!(shutdown);
+    // Every connection's task, also those not yet handed to hyper (waiting for a first byte).
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -596,7 +726,7 @@ async fn serve(
         let app = app.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let mut first = [0u8; 1];
             if !matches!(
                 tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
@@ -611,11 +741,19 @@ async fn serve(
             }
         });
     }
+    // New connections are refused from now on (a clean "connection refused", where a load
+    // balancer or client tries elsewhere). Open connections are served on for
+    // CLOSE_WINDOW, every answer closing its connection, so a keep-alive client gets the
+    // answer to the request it is sending instead of a reset; then idle ones are closed
+    // and requests in flight finish.
     drop(listener);
-    if tokio::time::timeout(REQUESTS_DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tokio::time::sleep(CLOSE_WINDOW).await;
+    connections.close();
+    let drained = async {
+        graceful.shutdown().await;
+        connections.wait().await;
+    };
+    if tokio::time::timeout(REQUESTS_DRAIN, drained).await.is_err() {
         tracing::warn!(
             "requests still running {} s after shutdown began; stopping anyway",
             REQUESTS_DRAIN.as_secs()

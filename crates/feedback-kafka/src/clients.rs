@@ -174,6 +174,11 @@ impl KafkaConfig {
         self.base()
     }
 
+    /// The readiness probe's client: metadata only, reconnecting at least every second.
+    pub fn probe_client(&self) -> ClientSpec {
+        self.base().set("reconnect.backoff.max.ms", "1000")
+    }
+
     /// The admin client (topic creation and deletion).
     pub fn admin_client(&self) -> ClientSpec {
         self.base()
@@ -198,12 +203,14 @@ impl KafkaConfig {
     }
 
     /// The idempotent producer (`acks=all`, lz4, linger 5 ms) giving up on a message after
-    /// `message_timeout_ms`.
+    /// `message_timeout_ms`, reconnecting to a returned broker within a second (the
+    /// collector's readiness follows these connections).
     pub fn idempotent_producer_spec(&self, message_timeout_ms: u64) -> ClientSpec {
         PRODUCER
             .iter()
             .fold(self.base(), |s, (k, v)| s.set(k, *v))
             .set("message.timeout.ms", message_timeout_ms.to_string())
+            .set("reconnect.backoff.max.ms", "1000")
     }
 
     /// An idempotent producer with librdkafka's batching defaults (no linger, no
@@ -366,6 +373,7 @@ mod tests {
                 ("linger.ms", "5"),
                 ("compression.type", "lz4"),
                 ("message.timeout.ms", "30000"),
+                ("reconnect.backoff.max.ms", "1000"),
             ])
         );
         assert_eq!(

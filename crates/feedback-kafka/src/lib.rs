@@ -17,6 +17,7 @@ pub mod admin;
 pub mod clients;
 pub mod deadletter;
 mod error;
+mod probe;
 
 use std::time::Duration;
 
@@ -25,9 +26,11 @@ use futures::future::join_all;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
 
 pub use clients::{ClientSpec, ConsumerSpec};
 pub use error::Error;
+pub use probe::MetadataProbe;
 pub use rdkafka;
 
 /// Default broker list (contract).
@@ -223,7 +226,9 @@ impl KafkaConfig {
     }
 }
 
-/// Why an event was not acknowledged by Kafka.
+/// Why an event was not acknowledged by Kafka. [`ProduceError::Unavailable`] is worth
+/// sending again after [`ProduceError::retry_after`]; [`ProduceError::Rejected`] is not
+/// (the same event would be refused again).
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     #[error("cannot create the Kafka producer for {brokers}: {error}")]
@@ -231,13 +236,88 @@ pub enum ProduceError {
         brokers: String,
         error: Box<KafkaError>,
     },
-    #[error("Kafka did not acknowledge event {id:?} on topic {topic}: {error}")]
-    Delivery {
+    /// Kafka did not take the event in time: no broker answers, the partition has no
+    /// leader, too few in-sync replicas, the local queue is full, or the delivery bound
+    /// passed. The event may or may not be stored; send it again (ids are deduplicated).
+    #[error("Kafka did not take event {id:?} on topic {topic} within {} ms: {reason}; send it again in {}s (event ids are deduplicated)", bound.as_millis(), retry_after.as_secs())]
+    Unavailable {
+        id: String,
+        topic: String,
+        /// What librdkafka reported, and the brokers.
+        reason: String,
+        bound: Duration,
+        retry_after: Duration,
+    },
+    /// Kafka refused the event for good (too large for the topic, not authorized, the
+    /// topic does not exist): sending it again does not help.
+    #[error("Kafka refused event {id:?} on topic {topic}: {error}")]
+    Rejected {
         id: String,
         topic: String,
         error: Box<KafkaError>,
     },
 }
+
+impl ProduceError {
+    /// How long to wait before sending again, when sending again can help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProduceError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Sort a librdkafka delivery error into [`ProduceError::Unavailable`] (transient:
+    /// brokers, leaders, replicas, queues, time) or [`ProduceError::Rejected`].
+    fn delivery(
+        id: &str,
+        topic: &str,
+        brokers: &str,
+        bound: Duration,
+        error: KafkaError,
+    ) -> ProduceError {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let transient = match error.rdkafka_error_code() {
+            Some(
+                C::MessageTimedOut
+                | C::RequestTimedOut
+                | C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::BrokerNotAvailable
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotEnoughReplicas
+                | C::NotEnoughReplicasAfterAppend
+                | C::QueueFull
+                | C::NetworkException
+                | C::OperationTimedOut
+                | C::UnknownTopicOrPartition
+                | C::Resolve,
+            ) => true,
+            Some(_) => false,
+            // Not a broker error (e.g. the client is being torn down): try again.
+            None => true,
+        };
+        if transient {
+            ProduceError::Unavailable {
+                id: id.to_string(),
+                topic: topic.to_string(),
+                reason: format!("{error} (brokers {brokers})"),
+                bound,
+                retry_after: RETRY_AFTER,
+            }
+        } else {
+            ProduceError::Rejected {
+                id: id.to_string(),
+                topic: topic.to_string(),
+                error: Box::new(error),
+            }
+        }
+    }
+}
+
+/// What [`ProduceError::retry_after`] advises when Kafka is unavailable.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Where Kafka stored an acknowledged event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,13 +335,32 @@ pub struct Ack {
 pub struct FeedbackProducer {
     producer: FutureProducer,
     topics: Topics,
+    brokers: String,
     timeout: Duration,
 }
 
+/// The delivery bound of [`FeedbackProducer::new`].
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl FeedbackProducer {
+    /// A producer whose calls end within [`DEFAULT_DELIVERY_TIMEOUT`].
     pub fn new(kafka: &KafkaConfig, topics: Topics) -> Result<Self, ProduceError> {
+        Self::with_delivery_timeout(kafka, topics, DEFAULT_DELIVERY_TIMEOUT)
+    }
+
+    /// A producer whose `send_*` calls end within `timeout` (at least 100 ms): Kafka
+    /// acknowledged every event, or [`ProduceError::Unavailable`]. An event Kafka has not
+    /// taken by then is also dropped from the local queue (`message.timeout.ms`), so a
+    /// Kafka outage holds no memory past the bound.
+    pub fn with_delivery_timeout(
+        kafka: &KafkaConfig,
+        topics: Topics,
+        timeout: Duration,
+    ) -> Result<Self, ProduceError> {
+        let timeout = timeout.max(Duration::from_millis(100));
         let producer = kafka
-            .idempotent_producer()
+            .idempotent_producer_spec(timeout.as_millis() as u64)
+            .create()
             .map_err(|source| ProduceError::Create {
                 brokers: kafka.brokers.clone(),
                 error: Box::new(source),
@@ -269,12 +368,34 @@ impl FeedbackProducer {
         Ok(FeedbackProducer {
             producer,
             topics,
-            timeout: Duration::from_secs(30),
+            brokers: kafka.brokers.clone(),
+            timeout,
         })
     }
 
     pub fn topics(&self) -> &Topics {
         &self.topics
+    }
+
+    /// The delivery bound of every `send_*` call.
+    pub fn delivery_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A readiness probe on this producer's own connections: can Kafka take interactions
+    /// and ratings now (every partition of both topics has a leader)?
+    pub fn probe(&self) -> MetadataProbe {
+        let producer = self.producer.clone();
+        MetadataProbe {
+            fetch: Box::new(move |topic, timeout| {
+                producer.client().fetch_metadata(Some(topic), timeout)
+            }),
+            topics: vec![
+                self.topics.interactions.clone(),
+                self.topics.ratings.clone(),
+            ],
+            brokers: self.brokers.clone(),
+        }
     }
 
     async fn send_all<'a>(
@@ -286,20 +407,32 @@ impl FeedbackProducer {
             .map(|(id, key, payload)| {
                 let producer = &self.producer;
                 let timeout = self.timeout;
+                let brokers = &self.brokers;
                 async move {
                     let rec = FutureRecord::to(topic).key(key).payload(&payload);
-                    producer
-                        .send(rec, timeout)
+                    // librdkafka's message.timeout.ms drops the event from its queue at
+                    // `timeout`; the outer bound makes the call end then whatever happens
+                    // to the delivery report.
+                    match tokio::time::timeout(timeout, producer.send(rec, Timeout::After(timeout)))
                         .await
-                        .map(|d| Ack {
+                    {
+                        Ok(Ok(d)) => Ok(Ack {
                             partition: d.partition,
                             offset: d.offset,
-                        })
-                        .map_err(|(source, _)| ProduceError::Delivery {
-                            id: id.to_string(),
-                            topic: topic.to_string(),
-                            error: Box::new(source),
-                        })
+                        }),
+                        Ok(Err((source, _))) => {
+                            Err(ProduceError::delivery(id, topic, brokers, timeout, source))
+                        }
+                        Err(_) => Err(ProduceError::delivery(
+                            id,
+                            topic,
+                            brokers,
+                            timeout,
+                            KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::MessageTimedOut,
+                            ),
+                        )),
+                    }
                 }
             })
             .collect();

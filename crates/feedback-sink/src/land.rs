@@ -39,7 +39,12 @@ pub struct Lander {
     pub abandon_after: Duration,
     pub instance: String,
     pub seq: u64,
+    /// The `landing` readiness check: failing while INSERTs fail and are retried.
+    pub health: feedback_runtime::health::Health,
 }
+
+/// The sink's readiness check that its INSERTs succeed.
+pub const LANDING: &str = "landing";
 
 /// The batch was given up after retrying for too long; its partitions were rewound.
 pub struct Abandoned;
@@ -221,6 +226,7 @@ impl Lander {
             match result {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
+                    self.health.set_ok(LANDING, "");
                     self.metrics
                         .rows
                         .with_label_values(&[table])
@@ -258,6 +264,10 @@ impl Lander {
                         self.metrics.errors.with_label_values(&["retriable"]).inc();
                         self.metrics.retries.with_label_values(&[reason]).inc();
                         tracing::warn!(table, rows = chunk.len(), reason, error = %e, retry_in_ms = backoff.as_millis() as u64, "INSERT failed; retrying (Kafka keeps the backlog)");
+                        self.health.set_failing(
+                            LANDING,
+                            format!("INSERT into {table} failed ({reason}): {e}; retrying"),
+                        );
                         let parts: Vec<(String, i32)> = {
                             let mut v: Vec<(String, i32)> = chunk
                                 .iter()
@@ -594,6 +604,7 @@ impl Lander {
                     .observe(t0.elapsed().as_secs_f64());
                 match result {
                     Ok(()) => {
+                        self.health.set_ok(LANDING, "");
                         self.metrics
                             .rows
                             .with_label_values(&["rollups"])
@@ -614,6 +625,10 @@ impl Lander {
                         self.metrics.errors.with_label_values(&["retriable"]).inc();
                         self.metrics.retries.with_label_values(&[reason]).inc();
                         tracing::warn!(rows = rows.len(), reason, error = %e, retry_in_ms = backoff.as_millis() as u64, "INSERT into rollups failed; reading the marks again and retrying (Kafka keeps the backlog)");
+                        self.health.set_failing(
+                            LANDING,
+                            format!("INSERT into rollups failed ({reason}): {e}; retrying"),
+                        );
                         // The INSERT may have landed: forget the marks; they are read again
                         // (once the server no longer runs it) before the next try.
                         for k in &parts {

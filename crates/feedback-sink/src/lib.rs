@@ -24,6 +24,7 @@ mod metrics;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -37,6 +38,7 @@ use tracing::Instrument;
 
 use batch::Batch;
 use context::SinkContext;
+use feedback_runtime::health::Health;
 use feedback_runtime::shutdown::Shutdown;
 use feedback_runtime::supervise::{supervise, Restart, Restartable};
 use feedback_runtime::Common;
@@ -146,16 +148,27 @@ pub async fn run(args: Args, shutdown: Shutdown) -> anyhow::Result<()> {
     }
     let registry = Registry::new();
     let metrics = Metrics::new(&registry)?;
-    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &shutdown).await?;
+    let ch = args.common.clickhouse()?;
+    let health = readiness(&args, &ch, &shutdown)?;
+    feedback_runtime::metrics::serve(args.metrics_listen, registry.clone(), &health, &shutdown)
+        .await?;
     args.common
         .kafka()
         .check_credentials(std::time::Duration::from_secs(15))?;
-    let ch = args.common.clickhouse()?;
     let url = args.common.clickhouse_url.clone();
     let version =
         wait_for_clickhouse(&ch, &url, Duration::from_secs(args.startup_wait_secs)).await?;
     check_schema(&ch, &url, &version).await?;
-    let attempt = || consume(&args, &ch, &metrics, &version, shutdown.requested());
+    let attempt = || {
+        consume(
+            &args,
+            &ch,
+            &metrics,
+            &health,
+            &version,
+            shutdown.requested(),
+        )
+    };
     let Err(g) = supervise(&shutdown, attempt).await else {
         return Ok(());
     };
@@ -208,6 +221,26 @@ impl Restartable for ConsumeError {
 #[error("fenced out of the consumer group: {0}")]
 struct Fenced(String);
 
+/// The sink is ready when Kafka serves its topics, ClickHouse answers, and its INSERTs
+/// succeed (`landing`: failing while an INSERT is retried).
+fn readiness(args: &Args, ch: &Ch, shutdown: &Shutdown) -> anyhow::Result<Health> {
+    let health = Health::new("sink", &["kafka", "clickhouse", land::LANDING]);
+    health.set_ok(land::LANDING, "nothing failed");
+    let topics = args.common.topics();
+    let probe = Arc::new(feedback_kafka::MetadataProbe::new(
+        &args.common.kafka(),
+        vec![topics.attributed, topics.deadletter],
+    )?);
+    health.probe(shutdown, "kafka", move || {
+        feedback_runtime::health::kafka_probe(probe.clone())
+    });
+    let ch = ch.clone();
+    health.probe(shutdown, "clickhouse", move || {
+        feedback_runtime::health::clickhouse_probe(ch.clone())
+    });
+    Ok(health)
+}
+
 /// The server version, once ClickHouse answers; waits at most `wait` for it, so that a
 /// sink started during a ClickHouse restart or outage does not exit at once (found by
 /// `feedback drill`: a sink restarted during an outage crash-looped until it ended).
@@ -239,6 +272,7 @@ async fn consume(
     args: &Args,
     ch: &Ch,
     metrics: &Metrics,
+    health: &Health,
     version: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConsumeError> {
@@ -289,6 +323,7 @@ async fn consume(
             feedback_runtime::now_ms() & 0xffff_ffff
         ),
         seq: 0,
+        health: health.clone(),
     };
     let flush_after = Duration::from_millis(args.flush_ms);
     let mut batch = Batch::default();

@@ -188,7 +188,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             stop.drain(
                 "the collector",
                 DRAIN_TIMEOUT,
-                collector::run(a, stop.requested()),
+                collector::run(a, stop.clone()),
             )
             .await??
         }
@@ -211,7 +211,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Probe(a) => probe::run(a).await?,
         Command::Board(a) => {
             let stop = Shutdown::on_signal();
-            stop.drain("the board", DRAIN_TIMEOUT, board::run(a, stop.requested()))
+            stop.drain("the board", DRAIN_TIMEOUT, board::run(a, stop.clone()))
                 .await??
         }
         Command::Erase(a) => return erase::run(a).await,
